@@ -1,0 +1,16 @@
+//! Compiles the Open Inference Protocol's `.proto` with protox, a protobuf
+//! compiler in Rust, so building switchyard never needs `protoc` installed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
+        return Ok(());
+    }
+    let proto = "proto/grpc_predict_v2.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let descriptors = protox::compile([proto], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

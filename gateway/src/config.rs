@@ -1,0 +1,475 @@
+//! The gateway's configuration: a TOML file, overridden by `SWITCHYARD_*`
+//! environment variables, overridden by flags. Parsed strictly, then
+//! validated without I/O reporting every problem at once; a bad
+//! configuration exits non-zero before anything listens.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use switchyard_api::manifest::BackendKind;
+
+/// Command-line flags; each can also come from its environment variable.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "switchyard's model-serving gateway: Open Inference Protocol v2 \
+(HTTP and gRPC) and KServe V1 for ONNX models, with blue/green slots, dynamic batching and atomic hot swap"
+)]
+pub struct Flags {
+    /// A TOML file with any of the settings below (flags and environment
+    /// variables override it).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The model repository: <models>/<model>/<version>/{model.onnx,model.toml}.
+    #[arg(long, env = "SWITCHYARD_MODELS")]
+    pub models: Option<PathBuf>,
+    /// Where the routing is saved, so a restart serves the same versions.
+    #[arg(long, env = "SWITCHYARD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// HTTP listener: Open Inference Protocol v2, KServe V1 and /metrics [default: 127.0.0.1:8000].
+    #[arg(long, env = "SWITCHYARD_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// gRPC listener: inference.GRPCInferenceService and grpc.health.v1 [default: 127.0.0.1:8001].
+    #[arg(long, env = "SWITCHYARD_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Metrics listener, /metrics alone [default: 127.0.0.1:8002].
+    #[arg(long, env = "SWITCHYARD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Admin API listener [default: 127.0.0.1:8003]. Off loopback it needs --admin-token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Bearer token the admin API requires (required when it is not on loopback).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Path of ONNX Runtime's shared library (libonnxruntime.so.*).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
+    /// Backend fallback order for models whose manifest names none [default: ort,tract].
+    #[arg(long, env = "SWITCHYARD_BACKENDS", value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// Backend calls that may run at once, across all models [default: the number of CPUs].
+    #[arg(long, env = "SWITCHYARD_INFERENCE_THREADS")]
+    pub inference_threads: Option<usize>,
+    /// Threads inside one ONNX Runtime call [default: 1; more only helps large models].
+    #[arg(long, env = "SWITCHYARD_INTRA_OP_THREADS")]
+    pub intra_op_threads: Option<usize>,
+    /// Sessions (worker threads) per loaded version [default: 1].
+    #[arg(long, env = "SWITCHYARD_INSTANCES")]
+    pub instances: Option<usize>,
+    /// Versions that may load at once [default: 1].
+    #[arg(long, env = "SWITCHYARD_LOAD_THREADS")]
+    pub load_threads: Option<usize>,
+    /// Deadline of a request that brings none, e.g. 500ms, 10s [default: 10s].
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    /// Largest request body in bytes, HTTP and gRPC [default: 16777216].
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// How long SIGTERM waits for requests in flight [default: 30s].
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+    /// Ready only when every model of the repository serves [default: true].
+    #[arg(long, env = "SWITCHYARD_STRICT_READINESS")]
+    pub strict_readiness: Option<bool>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file; every key is optional, unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    models: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    admin_token: Option<String>,
+    ort_library: Option<PathBuf>,
+    backends: Option<Vec<String>>,
+    inference_threads: Option<usize>,
+    intra_op_threads: Option<usize>,
+    instances: Option<usize>,
+    load_threads: Option<usize>,
+    request_timeout: Option<String>,
+    max_body_bytes: Option<usize>,
+    drain_timeout: Option<String>,
+    strict_readiness: Option<bool>,
+    log_format: Option<String>,
+    /// Per-model settings, `[model.<name>]`.
+    #[serde(default)]
+    model: HashMap<String, ModelConfig>,
+}
+
+/// Per-model settings from the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Backend order for this model, overriding its manifest.
+    #[serde(default)]
+    pub backends: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The repository.
+    pub models: PathBuf,
+    /// The state folder, if routing is persisted.
+    pub state_dir: Option<PathBuf>,
+    /// HTTP listener.
+    pub http_addr: SocketAddr,
+    /// gRPC listener.
+    pub grpc_addr: SocketAddr,
+    /// Metrics listener.
+    pub metrics_addr: SocketAddr,
+    /// Admin listener.
+    pub admin_addr: SocketAddr,
+    /// Admin token.
+    pub admin_token: Option<String>,
+    /// ONNX Runtime's library.
+    pub ort_library: Option<PathBuf>,
+    /// Backend order.
+    pub backends: Vec<BackendKind>,
+    /// Per-model backend order.
+    pub model_backends: HashMap<String, Vec<BackendKind>>,
+    /// Concurrent backend calls.
+    pub inference_threads: usize,
+    /// Threads within one ONNX Runtime call.
+    pub intra_op_threads: usize,
+    /// Sessions per version.
+    pub instances: usize,
+    /// Concurrent loads.
+    pub load_threads: usize,
+    /// Default request deadline.
+    pub request_timeout: Duration,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Shutdown drain time.
+    pub drain_timeout: Duration,
+    /// Strict readiness.
+    pub strict_readiness: bool,
+    /// JSON logs.
+    pub json_logs: bool,
+}
+
+/// A configuration that can't be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// Values that don't work, all of them.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Flags {
+    /// Reads the file the flags name (if any) and resolves every setting.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem found.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?
+            }
+        };
+        self.merge(file)
+    }
+
+    /// Layers the flags over a parsed file, then validates.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every problem.
+    pub fn merge(self, file: FileConfig) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let addr = |flag: Option<SocketAddr>, file: Option<SocketAddr>, port: u16| {
+            flag.or(file)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+        };
+        let mut duration =
+            |name: &str, flag: Option<String>, file: Option<String>, default: Duration| match flag
+                .or(file)
+            {
+                None => default,
+                Some(text) => parse_duration(&text).unwrap_or_else(|e| {
+                    problems.push(format!("{name}: {e}"));
+                    default
+                }),
+            };
+        let request_timeout = duration(
+            "request_timeout",
+            self.request_timeout,
+            file.request_timeout,
+            Duration::from_secs(10),
+        );
+        let drain_timeout = duration(
+            "drain_timeout",
+            self.drain_timeout,
+            file.drain_timeout,
+            Duration::from_secs(30),
+        );
+        let backends = parse_backends("backends", self.backends.or(file.backends), &mut problems)
+            .unwrap_or_else(|| vec![BackendKind::Ort, BackendKind::Tract]);
+        let mut model_backends = HashMap::new();
+        for (name, m) in file.model {
+            if let Some(order) = parse_backends(
+                &format!("model.{name}.backends"),
+                Some(m.backends),
+                &mut problems,
+            ) {
+                model_backends.insert(name, order);
+            }
+        }
+        let log_format = self
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".to_owned());
+        if !matches!(log_format.as_str(), "text" | "json") {
+            problems.push(format!(
+                "log_format {log_format:?} must be \"text\" or \"json\""
+            ));
+        }
+        let config = Config {
+            models: self
+                .models
+                .or(file.models)
+                .unwrap_or_else(|| PathBuf::from("models")),
+            state_dir: self.state_dir.or(file.state_dir),
+            http_addr: addr(self.http_addr, file.http_addr, 8000),
+            grpc_addr: addr(self.grpc_addr, file.grpc_addr, 8001),
+            metrics_addr: addr(self.metrics_addr, file.metrics_addr, 8002),
+            admin_addr: addr(self.admin_addr, file.admin_addr, 8003),
+            admin_token: self
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            ort_library: self.ort_library.or(file.ort_library),
+            backends,
+            model_backends,
+            inference_threads: self
+                .inference_threads
+                .or(file.inference_threads)
+                .unwrap_or(cpus),
+            intra_op_threads: self.intra_op_threads.or(file.intra_op_threads).unwrap_or(1),
+            instances: self.instances.or(file.instances).unwrap_or(1),
+            load_threads: self.load_threads.or(file.load_threads).unwrap_or(1),
+            request_timeout,
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(16 << 20),
+            drain_timeout,
+            strict_readiness: self
+                .strict_readiness
+                .or(file.strict_readiness)
+                .unwrap_or(true),
+            json_logs: log_format == "json",
+        };
+        problems.extend(config.validate());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl Config {
+    /// Every problem with the values, without I/O.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
+            problems.push(format!(
+                "admin_addr {} is not on loopback: set SWITCHYARD_ADMIN_TOKEN (or --admin-token) so the admin API is not open to anyone",
+                self.admin_addr
+            ));
+        }
+        let mut ports: Vec<(&str, SocketAddr)> = vec![
+            ("http_addr", self.http_addr),
+            ("grpc_addr", self.grpc_addr),
+            ("metrics_addr", self.metrics_addr),
+            ("admin_addr", self.admin_addr),
+        ];
+        ports.retain(|(_, a)| a.port() != 0);
+        for (i, (a, x)) in ports.iter().enumerate() {
+            for (b, y) in &ports[i + 1..] {
+                if x == y {
+                    problems.push(format!("{a} and {b} are both {x}"));
+                }
+            }
+        }
+        for (name, v, max) in [
+            ("inference_threads", self.inference_threads, 1024),
+            ("intra_op_threads", self.intra_op_threads, 256),
+            ("instances", self.instances, 64),
+            ("load_threads", self.load_threads, 64),
+        ] {
+            if v == 0 || v > max {
+                problems.push(format!("{name} {v} must be between 1 and {max}"));
+            }
+        }
+        if self.max_body_bytes < 1024 || self.max_body_bytes > 1 << 30 {
+            problems.push(format!(
+                "max_body_bytes {} must be between 1024 and {}",
+                self.max_body_bytes,
+                1u64 << 30
+            ));
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > crate::http::codec::MAX_TIMEOUT
+        {
+            problems.push(format!(
+                "request_timeout must be between 1ms and {}s",
+                crate::http::codec::MAX_TIMEOUT.as_secs()
+            ));
+        }
+        problems
+    }
+}
+
+fn parse_backends(
+    name: &str,
+    list: Option<Vec<String>>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<BackendKind>> {
+    let list = list?;
+    let mut out = Vec::new();
+    for b in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match b {
+            "ort" => out.push(BackendKind::Ort),
+            "tract" => out.push(BackendKind::Tract),
+            other => problems.push(format!(
+                "{name}: unknown backend {other:?} (known: ort, tract)"
+            )),
+        }
+    }
+    if out.is_empty() {
+        problems.push(format!("{name} names no backend"));
+        return None;
+    }
+    Some(out)
+}
+
+/// Parses `250ms`, `10s`, `2m` or `1h`.
+///
+/// # Errors
+/// A message with the text that did not parse.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s or 2m"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_tritons_ports_on_loopback() {
+        let c = Flags::default().merge(FileConfig::default()).unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:8001");
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:8002");
+        assert_eq!(c.admin_addr.to_string(), "127.0.0.1:8003");
+        assert_eq!(c.backends, vec![BackendKind::Ort, BackendKind::Tract]);
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.intra_op_threads, 1);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig = toml::from_str(
+            "http_addr = \"127.0.0.1:9000\"\nrequest_timeout = \"2s\"\n[model.boosted]\nbackends = [\"ort\"]\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Flags::default()
+        };
+        let c = flags.merge(file).unwrap();
+        assert_eq!(c.http_addr.port(), 9100);
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.model_backends["boosted"], vec![BackendKind::Ort]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let flags = Flags {
+            admin_addr: Some("0.0.0.0:8003".parse().unwrap()),
+            grpc_addr: Some("127.0.0.1:8000".parse().unwrap()),
+            inference_threads: Some(0),
+            backends: Some(vec!["onnx".into()]),
+            request_timeout: Some("10".into()),
+            log_format: Some("xml".into()),
+            ..Flags::default()
+        };
+        let ConfigError::Invalid(problems) = flags.merge(FileConfig::default()).unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "SWITCHYARD_ADMIN_TOKEN",
+            "http_addr and grpc_addr are both 127.0.0.1:8000",
+            "inference_threads 0",
+            "unknown backend \"onnx\"",
+            "needs a unit",
+            "log_format",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in\n{all}");
+        }
+        let off_loopback_with_token = Flags {
+            admin_addr: Some("0.0.0.0:8003".parse().unwrap()),
+            admin_token: Some("s3cret".into()),
+            ..Flags::default()
+        };
+        assert!(off_loopback_with_token.merge(FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("http_adr = \"127.0.0.1:1\"").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,324 @@
+//! The one path from a version in the repository to a routable
+//! [`LoadedModel`], used at start-up and for every hot swap: fetch, verify
+//! every file's sha256, parse the manifest, load the graph with the first
+//! backend that can, check the manifest's signature against the graph, warm
+//! up every batch size, start the batcher. Any failure stops the path and
+//! names the file and the reason; nothing that is serving is touched.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchyard_api::admin::{Slot, VersionState};
+use switchyard_api::manifest::{BackendKind, MODEL_FILE, Manifest, ManifestError, TensorSpec};
+
+use crate::backend::{BackendError, Backends, GraphTensor, Session, backend_name};
+use crate::batcher::{Batcher, ThreadBudget};
+use crate::metrics::Metrics;
+use crate::model::LoadedModel;
+use crate::repository::{ModelSource, SourceError};
+use crate::tensor::{Tensor, TensorData};
+
+/// Warm-up covers every batch size up to this many; past it, powers of two
+/// and the maximum.
+const WARM_EVERY_SIZE_UP_TO: usize = 64;
+
+/// Why a version was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The source has no such version.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The manifest or a file's hash is wrong.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// No backend in the order could load the graph.
+    #[error("no backend could load {model}: {}", reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Backends {
+        /// The model file.
+        model: String,
+        /// Each backend's reason, in the order tried.
+        reasons: Vec<BackendError>,
+    },
+    /// The graph does not have the manifest's signature.
+    #[error("{file} does not match model.toml: {}", problems.join("; "))]
+    Signature {
+        /// The model file.
+        file: String,
+        /// Every mismatch.
+        problems: Vec<String>,
+    },
+    /// A warm-up inference failed.
+    #[error("warm-up of {file} at batch size {rows} failed: {message}")]
+    Warmup {
+        /// The model file.
+        file: String,
+        /// The batch size.
+        rows: usize,
+        /// Why.
+        message: String,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start inference threads")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What a load needs besides the version.
+#[derive(Debug, Clone)]
+pub struct LoadContext {
+    /// Where versions come from.
+    pub source: Arc<dyn ModelSource>,
+    /// The engines.
+    pub backends: Backends,
+    /// Per-model backend order set by the operator, overriding manifests.
+    pub backend_overrides: std::collections::HashMap<String, Vec<BackendKind>>,
+    /// Sessions (worker threads) per loaded version.
+    pub instances: usize,
+    /// The shared inference thread budget.
+    pub budget: ThreadBudget,
+    /// Where load metrics go.
+    pub metrics: Metrics,
+}
+
+impl LoadContext {
+    /// Loads `model` version `version` for `slot`, reporting each state.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and the reason.
+    pub fn load(
+        &self,
+        model: &str,
+        version: u64,
+        slot: Slot,
+        on_state: &mut dyn FnMut(VersionState),
+    ) -> Result<LoadedModel, LoadError> {
+        let started = Instant::now();
+        let result = self.load_inner(model, version, slot, on_state, started);
+        self.metrics
+            .load(model, result.is_ok(), started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn load_inner(
+        &self,
+        model: &str,
+        version: u64,
+        slot: Slot,
+        on_state: &mut dyn FnMut(VersionState),
+        started: Instant,
+    ) -> Result<LoadedModel, LoadError> {
+        on_state(VersionState::Loading);
+        let dir = self.source.fetch(model, version)?;
+        let manifest = Manifest::load(&dir)?;
+        manifest.verify_files(&dir)?;
+        let file = dir.join(MODEL_FILE);
+        let file_name = file.display().to_string();
+
+        let order = self
+            .backend_overrides
+            .get(model)
+            .cloned()
+            .filter(|o| !o.is_empty())
+            .or_else(|| Some(manifest.backends.clone()).filter(|o| !o.is_empty()))
+            .unwrap_or_else(|| self.backends.order());
+        let mut reasons = Vec::new();
+        let mut loaded = None;
+        for kind in order {
+            let attempt = self.backends.get(kind).and_then(|backend| {
+                let mut sessions = Vec::with_capacity(self.instances);
+                for _ in 0..self.instances.max(1) {
+                    sessions.push(backend.load(&file, &manifest)?);
+                }
+                Ok(sessions)
+            });
+            match attempt {
+                Ok(sessions) => {
+                    loaded = Some((kind, sessions));
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(model, version, backend = backend_name(kind), reason = %e, "backend passed");
+                    reasons.push(e);
+                }
+            }
+        }
+        let Some((backend, mut sessions)) = loaded else {
+            return Err(LoadError::Backends {
+                model: file_name,
+                reasons,
+            });
+        };
+
+        let problems = check_signature(&manifest, sessions[0].as_ref());
+        if !problems.is_empty() {
+            return Err(LoadError::Signature {
+                file: file_name,
+                problems,
+            });
+        }
+
+        on_state(VersionState::Warming);
+        for session in &mut sessions {
+            warm_up(&manifest, session.as_mut()).map_err(|(rows, message)| LoadError::Warmup {
+                file: file_name.clone(),
+                rows,
+                message,
+            })?;
+        }
+
+        let metrics = self.metrics.version(model, version, slot.as_str());
+        let batcher = Batcher::start(
+            &format!("{model}-{version}"),
+            sessions,
+            manifest.batching,
+            &self.budget,
+            &metrics,
+        )
+        .map_err(LoadError::Thread)?;
+        on_state(VersionState::Ready);
+        Ok(LoadedModel {
+            version_label: manifest.version.to_string(),
+            manifest: Arc::new(manifest),
+            slot,
+            backend,
+            batcher,
+            metrics,
+            load_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Every way the graph differs from the manifest's signature.
+pub fn check_signature(manifest: &Manifest, session: &dyn Session) -> Vec<String> {
+    let mut problems = Vec::new();
+    for graph in session.inputs() {
+        match manifest.input(&graph.name) {
+            None => problems.push(format!(
+                "the graph's input {:?} is not in the manifest",
+                graph.name
+            )),
+            Some(spec) => compare("input", spec, graph, &mut problems),
+        }
+    }
+    for spec in &manifest.inputs {
+        if !session.inputs().iter().any(|g| g.name == spec.name) {
+            problems.push(format!("input {:?} is not in the graph", spec.name));
+        }
+    }
+    for spec in &manifest.outputs {
+        match session.outputs().iter().find(|g| g.name == spec.name) {
+            None => problems.push(format!("output {:?} is not in the graph", spec.name)),
+            Some(graph) => compare("output", spec, graph, &mut problems),
+        }
+    }
+    problems
+}
+
+fn compare(kind: &str, spec: &TensorSpec, graph: &GraphTensor, problems: &mut Vec<String>) {
+    match &graph.datatype {
+        Ok(t) if *t == spec.datatype => {}
+        Ok(t) => problems.push(format!(
+            "{kind} {:?} is {} in the manifest but {t} in the graph",
+            spec.name, spec.datatype
+        )),
+        Err(t) => problems.push(format!(
+            "{kind} {:?} has graph type {t}, which switchyard does not serve",
+            spec.name
+        )),
+    }
+    let Some(shape) = &graph.shape else {
+        return;
+    };
+    if shape.len() != spec.shape.len() {
+        problems.push(format!(
+            "{kind} {:?} has shape {:?} in the manifest but {:?} in the graph",
+            spec.name, spec.shape, shape
+        ));
+        return;
+    }
+    for (i, (&m, &g)) in spec.shape.iter().zip(shape).enumerate() {
+        if m >= 0 && g >= 0 && m != g {
+            problems.push(format!(
+                "{kind} {:?} dimension {i} is {m} in the manifest but {g} in the graph",
+                spec.name
+            ));
+        }
+    }
+}
+
+/// The batch sizes warm-up runs.
+pub fn warm_sizes(max_batch: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = (1..=max_batch.min(WARM_EVERY_SIZE_UP_TO)).collect();
+    let mut p = WARM_EVERY_SIZE_UP_TO * 2;
+    while p < max_batch {
+        sizes.push(p);
+        p *= 2;
+    }
+    if max_batch > WARM_EVERY_SIZE_UP_TO {
+        sizes.push(max_batch);
+    }
+    sizes
+}
+
+/// Runs every batch size once with zeros, and checks that every output has
+/// one row per input row (the batcher splits outputs by rows).
+fn warm_up(manifest: &Manifest, session: &mut dyn Session) -> Result<(), (usize, String)> {
+    for rows in warm_sizes(manifest.batching.max_batch_size as usize) {
+        let inputs: Vec<Tensor> = manifest
+            .inputs
+            .iter()
+            .map(|spec| zeros(spec, rows))
+            .collect();
+        let outputs = session.run(&inputs).map_err(|e| (rows, e.to_string()))?;
+        for spec in &manifest.outputs {
+            let out = outputs.iter().find(|o| o.name == spec.name);
+            match out {
+                Some(o) if o.rows() == rows => {}
+                Some(o) => {
+                    return Err((
+                        rows,
+                        format!(
+                            "output {:?} has shape {:?}, not one row per input row; set batching.max_batch_size = 1",
+                            o.name, o.shape
+                        ),
+                    ));
+                }
+                None => return Err((rows, format!("output {:?} was not produced", spec.name))),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn zeros(spec: &TensorSpec, rows: usize) -> Tensor {
+    let shape: Vec<usize> = std::iter::once(rows)
+        .chain(
+            spec.shape
+                .iter()
+                .skip(1)
+                .map(|&d| usize::try_from(d).unwrap_or(1)),
+        )
+        .collect();
+    let n: usize = shape.iter().product();
+    // Zero bytes are a valid zero of every type; the length is right by
+    // construction, so the fallback is never taken.
+    let data = TensorData::from_le_bytes(spec.datatype, &[n], &vec![0u8; n * spec.datatype.size()])
+        .unwrap_or_else(|_| TensorData::with_capacity(spec.datatype, 0));
+    Tensor {
+        name: spec.name.clone(),
+        shape,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_sizes_cover_every_size_then_powers_of_two() {
+        assert_eq!(warm_sizes(4), vec![1, 2, 3, 4]);
+        assert_eq!(warm_sizes(64).len(), 64);
+        let big = warm_sizes(300);
+        assert_eq!(&big[62..], &[63, 64, 128, 256, 300]);
+    }
+}
