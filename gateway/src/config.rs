@@ -218,16 +218,16 @@ impl Flags {
             flag.or(file)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
         };
-        let mut duration =
-            |name: &str, flag: Option<String>, file: Option<String>, default: Duration| match flag
-                .or(file)
-            {
-                None => default,
-                Some(text) => parse_duration(&text).unwrap_or_else(|e| {
-                    problems.push(format!("{name}: {e}"));
-                    default
-                }),
-            };
+        let mut duration = |name: &str,
+                            flag: Option<String>,
+                            file: Option<String>,
+                            default: Duration| match flag.or(file) {
+            None => default,
+            Some(text) => parse_duration(&text).unwrap_or_else(|e| {
+                problems.push(format!("{name}: {e}"));
+                default
+            }),
+        };
         let request_timeout = duration(
             "request_timeout",
             self.request_timeout,

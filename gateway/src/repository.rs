@@ -116,9 +116,10 @@ impl ModelSource for FolderSource {
                 .to_str()
                 .and_then(|v| v.parse::<u64>().ok());
             if let Some(v) = version.filter(|&v| v > 0)
-                && entry.path().join(MANIFEST_FILE).is_file() {
-                    versions.push(v);
-                }
+                && entry.path().join(MANIFEST_FILE).is_file()
+            {
+                versions.push(v);
+            }
         }
         versions.sort_unstable();
         Ok(versions)

@@ -251,9 +251,10 @@ impl Serving {
         let lock = self.model_lock(model);
         let _guard = lock.lock().await;
         if let Some(current) = self.slot_of(model, slot)
-            && current.version() == version {
-                return Ok(current);
-            }
+            && current.version() == version
+        {
+            return Ok(current);
+        }
         let loaded = self.load_off_thread(model, version, slot).await?;
         let loaded = Arc::new(loaded);
         let previous = self.publish(model, |route| {

@@ -51,15 +51,15 @@ impl Backend for TractBackend {
                 .node
                 .iter()
                 .find(|n| REFUSED_OPS.contains(&n.op_type.as_str()))
-            {
-                return Err(BackendError::Unsupported {
-                    backend: NAME,
-                    reason: format!(
-                        "operator {} gives wrong answers in tract; serve tree ensembles with ort",
-                        node.op_type
-                    ),
-                });
-            }
+        {
+            return Err(BackendError::Unsupported {
+                backend: NAME,
+                reason: format!(
+                    "operator {} gives wrong answers in tract; serve tree ensembles with ort",
+                    node.op_type
+                ),
+            });
+        }
         let mut graph = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| load(format!("{e:#}")))?;

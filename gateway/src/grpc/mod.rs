@@ -227,9 +227,10 @@ fn pin_from(metadata: &MetadataMap, version: Option<u64>) -> Result<Pin, Status>
     let mut headers = http::HeaderMap::new();
     for key in [SLOT_HEADER, VERSION_HEADER] {
         if let Some(v) = metadata.get(key)
-            && let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes()) {
-                headers.insert(key, v);
-            }
+            && let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes())
+        {
+            headers.insert(key, v);
+        }
     }
     crate::http::pin_from(&headers, version).map_err(|e| Status::invalid_argument(e.message()))
 }
