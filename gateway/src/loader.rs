@@ -126,7 +126,9 @@ impl LoadContext {
             let attempt = self.backends.get(kind).and_then(|backend| {
                 let mut sessions = Vec::with_capacity(self.instances);
                 for _ in 0..self.instances.max(1) {
-                    sessions.push(backend.load(&file, &manifest)?);
+                    sessions.push(guarded(backend_name(kind), || {
+                        backend.load(&file, &manifest)
+                    })?);
                 }
                 Ok(sessions)
             });
@@ -158,7 +160,11 @@ impl LoadContext {
 
         on_state(VersionState::Warming);
         for session in &mut sessions {
-            warm_up(&manifest, session.as_mut()).map_err(|(rows, message)| LoadError::Warmup {
+            let warmed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                warm_up(&manifest, session.as_mut())
+            }))
+            .unwrap_or_else(|_| Err((0, "the backend panicked".to_owned())));
+            warmed.map_err(|(rows, message)| LoadError::Warmup {
                 file: file_name.clone(),
                 rows,
                 message,
@@ -185,6 +191,26 @@ impl LoadContext {
             load_seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Runs a backend's load, turning a panic inside the engine into an error:
+/// a hostile or broken model file must be refused, never take the loading
+/// thread (and the answer to the admin call) down with it.
+fn guarded(
+    backend: &'static str,
+    load: impl FnOnce() -> Result<Box<dyn Session>, BackendError>,
+) -> Result<Box<dyn Session>, BackendError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(BackendError::Load {
+            backend,
+            message: format!("the engine panicked: {message}"),
+        })
+    })
 }
 
 /// Every way the graph differs from the manifest's signature.

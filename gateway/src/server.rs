@@ -109,6 +109,14 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 /// # Errors
 /// [`ServerError`] naming the port or the unreadable repository.
 pub async fn start(config: &Config) -> Result<Gateway, ServerError> {
+    start_with(config, Arc::new(build_serving(config))).await
+}
+
+/// [`start`] with a core built by the caller (tests use other backends).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gateway, ServerError> {
     let http_listener = bind("HTTP", config.http_addr).await?;
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
     let metrics_listener = bind("metrics", config.metrics_addr).await?;
@@ -121,7 +129,6 @@ pub async fn start(config: &Config) -> Result<Gateway, ServerError> {
         admin: local(&admin_listener, config.admin_addr),
     };
 
-    let serving = Arc::new(build_serving(config));
     let app = App {
         serving: serving.clone(),
     };

@@ -19,6 +19,8 @@ use switchyard_api::manifest::{BackendKind, Manifest};
 
 use crate::tensor::Tensor;
 
+#[cfg(feature = "test-util")]
+pub mod fake;
 #[cfg(feature = "ort")]
 pub mod ort;
 #[cfg(feature = "tract")]

@@ -12,7 +12,6 @@ use switchyard_api::DataType;
 use switchyard_api::manifest::{BackendKind, Manifest, TensorSpec};
 use tract_onnx::prelude::Tensor as TractTensor;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{Backend, BackendError, GraphTensor, Session};
 use crate::tensor::{Tensor, TensorData};
@@ -63,33 +62,40 @@ impl Backend for TractBackend {
         let mut graph = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| load(format!("{e:#}")))?;
-        let outputs = (0..graph.outputs.len())
+        let output_names: Vec<String> = (0..graph.outputs.len())
             .map(|i| {
-                let name = graph
+                graph
                     .outlet_label(graph.outputs[i])
                     .unwrap_or_default()
-                    .to_owned();
-                let fact = graph.output_fact(i).ok();
-                describe(&name, fact)
+                    .to_owned()
             })
-            .collect::<Vec<_>>();
-        let mut inputs = Vec::new();
-        let symbols = SymbolScope::default();
-        for i in 0..graph.inputs.len() {
-            let name = graph.node(graph.inputs[i].node).name.clone();
-            inputs.push(describe(&name, graph.input_fact(i).ok()));
+            .collect();
+        let input_names: Vec<String> = (0..graph.inputs.len())
+            .map(|i| graph.node(graph.inputs[i].node).name.clone())
+            .collect();
+        let symbols = graph.symbols.clone();
+        for (i, name) in input_names.iter().enumerate() {
             // Pin each input's type and shape from the manifest, the batch
             // dimension as a symbol, so tract optimises for any batch size.
-            if let Some(spec) = manifest.input(&name) {
+            if let Some(spec) = manifest.input(name) {
                 graph
                     .set_input_fact(i, fact_for(spec, &symbols))
                     .map_err(|e| load(format!("input {name:?}: {e:#}")))?;
             }
         }
-        let plan = graph
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| load(format!("{e:#}")))?;
+        let typed = graph.into_optimized().map_err(|e| load(format!("{e:#}")))?;
+        // The graph's own signature, as tract typed it.
+        let describe_all =
+            |names: &[String], fact: &dyn Fn(usize) -> Option<TypedFact>| -> Vec<GraphTensor> {
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| describe(n, fact(i).as_ref()))
+                    .collect()
+            };
+        let inputs = describe_all(&input_names, &|i| typed.input_fact(i).ok().cloned());
+        let outputs = describe_all(&output_names, &|i| typed.output_fact(i).ok().cloned());
+        let plan = typed.into_runnable().map_err(|e| load(format!("{e:#}")))?;
         Ok(Box::new(TractModel {
             plan,
             inputs,
@@ -180,26 +186,22 @@ fn datatype_of(t: DatumType) -> Option<DataType> {
         DatumType::I64 => DataType::Int64,
         DatumType::F32 => DataType::Fp32,
         DatumType::F64 => DataType::Fp64,
+        // tract's optimiser can turn integer outputs computed from shapes
+        // (an ArgMax over labels) into dimension values; they come out as
+        // 64-bit integers.
+        DatumType::TDim => DataType::Int64,
         _ => return None,
     })
 }
 
-fn describe(name: &str, fact: Option<&InferenceFact>) -> GraphTensor {
-    let datatype = match fact.and_then(|f| f.datum_type.concretize()) {
-        Some(t) => datatype_of(t).ok_or_else(|| format!("{t:?}")),
-        None => Err("unknown".to_owned()),
-    };
-    let shape = fact.and_then(|f| {
-        f.shape.concretize().map(|dims| {
-            dims.iter()
-                .map(|d| d.to_i64().unwrap_or(-1))
-                .collect::<Vec<i64>>()
-        })
-    });
+fn describe(name: &str, fact: Option<&TypedFact>) -> GraphTensor {
     GraphTensor {
         name: name.to_owned(),
-        datatype,
-        shape,
+        datatype: fact.map_or_else(
+            || Err("unknown".to_owned()),
+            |f| datatype_of(f.datum_type).ok_or_else(|| format!("{:?}", f.datum_type)),
+        ),
+        shape: fact.map(|f| f.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect()),
     }
 }
 
@@ -223,6 +225,14 @@ fn to_tract(t: &Tensor) -> tract_onnx::prelude::TractResult<TValue> {
 }
 
 fn from_tract(name: &str, value: &TValue) -> Result<Tensor, String> {
+    if value.datum_type() == DatumType::TDim {
+        let ints = value
+            .cast_to::<i64>()
+            .map_err(|e| format!("output {name:?}: {e:#}"))?
+            .into_owned()
+            .into_tvalue();
+        return from_tract(name, &ints);
+    }
     let view = value
         .try_as_plain_ram()
         .map_err(|e| format!("output {name:?}: {e:#}"))?;
