@@ -11,7 +11,7 @@ use switchyard_api::Manifest;
 use tokio::sync::oneshot;
 
 use crate::batcher::{Job, Reply, RunError, SubmitError};
-use crate::metrics::Protocol;
+use crate::metrics::{Metrics, Protocol};
 use crate::model::LoadedModel;
 use crate::routing::{Pin, RouteError};
 use crate::serving::Serving;
@@ -138,8 +138,7 @@ impl Serving {
         let picked = match picked {
             Ok(p) => p,
             Err(e) => {
-                self.metrics()
-                    .request_failed(&name, None, "", protocol, 404);
+                self.count_rejected(&name, protocol, 404);
                 return Err(e.into());
             }
         };
@@ -160,6 +159,16 @@ impl Serving {
             ),
         }
         result.map(|outputs| InferResponse { model, outputs })
+    }
+
+    /// Counts a request refused before it reached a version (not found, or
+    /// a body that did not decode). A model that is not loaded is counted
+    /// under [`Metrics::UNKNOWN_MODEL`], so label values stay bounded.
+    pub fn count_rejected(&self, model: &str, protocol: Protocol, code: u16) {
+        let known = self.table().routes.contains_key(model);
+        let label = if known { model } else { Metrics::UNKNOWN_MODEL };
+        self.metrics()
+            .request_failed(label, None, "", protocol, code);
     }
 
     async fn run(

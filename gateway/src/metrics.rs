@@ -215,6 +215,10 @@ impl Metrics {
         }
     }
 
+    /// The model label of requests for a model that is not loaded: names
+    /// chosen by clients never become label values.
+    pub const UNKNOWN_MODEL: &'static str = "_unknown_";
+
     /// Counts a request that failed with `code`, or never reached a version.
     pub fn request_failed(
         &self,

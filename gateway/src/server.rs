@@ -28,7 +28,7 @@ use crate::serving::{Serving, ServingSettings, StartError};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A listener could not bind.
-    #[error("cannot listen on {addr} for {what}: {source}")]
+    #[error("cannot listen on {addr} for {what}")]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -161,6 +161,8 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
         .set_not_serving::<GrpcInferenceServiceServer<InferenceService>>()
         .await;
     let inference = GrpcInferenceServiceServer::new(InferenceService::new(serving.clone()))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(config.max_body_bytes)
         .max_encoding_message_size(config.max_body_bytes);
     let mut grpc_stop = stopped.clone();

@@ -3,6 +3,8 @@
 //! 429 with Retry-After, and a request past its deadline gets 504 and its
 //! work is dropped, not run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

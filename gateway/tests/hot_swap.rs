@@ -3,6 +3,8 @@
 //! from a version that was in the slot while the request was in flight,
 //! with that version's own golden outputs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

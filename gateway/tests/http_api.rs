@@ -2,6 +2,8 @@
 //! every protocol answers with the golden outputs and names its version,
 //! and every kind of bad input gets a clear 4xx without disturbing service.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use reqwest::StatusCode;

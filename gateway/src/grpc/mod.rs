@@ -101,7 +101,9 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: "switchyard".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            extensions: vec!["model_repository".to_owned(), "kserve_v1".to_owned()],
+            // The repository extension is HTTP-only here; gRPC clients
+            // must not be told otherwise.
+            extensions: vec![],
         }))
     }
 
@@ -115,10 +117,15 @@ impl GrpcInferenceService for InferenceService {
         let route = table
             .route(&r.name)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        let picked = route
-            .pick(pin.map_or(Pin::Slot(route.live), Pin::Version))
-            .or_else(|e| route.pick(Pin::Slot(route.live.other())).map_err(|_| e))
-            .map_err(|e| Status::not_found(e.to_string()))?;
+        let picked = match pin {
+            Some(v) => route.pick(Pin::Version(v)),
+            // Unpinned: the live slot's version, or the standby's if the
+            // live slot is empty.
+            None => route
+                .pick(Pin::Slot(route.live))
+                .or_else(|e| route.pick(Pin::Slot(route.live.other())).map_err(|_| e)),
+        }
+        .map_err(|e| Status::not_found(e.to_string()))?;
         let m = &picked.model.manifest;
         let tensors = |specs: &[switchyard_api::manifest::TensorSpec]| {
             specs

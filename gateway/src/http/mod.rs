@@ -12,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -90,7 +91,10 @@ pub fn inference_router(app: App, limits: HttpLimits) -> Router {
         )
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        // The limit applies to the decompressed body, so a small gzip bomb
+        // is refused like any other oversized body.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(RequestDecompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, Counter::default()))
         .with_state(app)

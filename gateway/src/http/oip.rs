@@ -225,23 +225,14 @@ async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let started = Instant::now();
-    let body = body?;
-    let header_length = match headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    HttpError::bad_request("Inference-Header-Content-Length must be a byte count")
-                })?,
-        ),
+    let (decoded, pin, timeout) = match decode(&headers, version, body) {
+        Ok(d) => d,
+        Err(e) => {
+            app.serving
+                .count_rejected(&model, Protocol::Http, e.status().as_u16());
+            return Err(e);
+        }
     };
-    let pin = pin_from(&headers, version)?;
-    let decoded =
-        codec::decode_request(&body, header_length).map_err(|e| HttpError::bad_request(e.0))?;
-    drop(body);
-    let timeout = timeout_header(&headers)?.or(decoded.timeout);
     let response = app
         .serving
         .infer(InferRequest {
@@ -255,6 +246,31 @@ async fn infer(
         })
         .await?;
     Ok(respond(&response, decoded.id.as_deref(), &decoded.binary))
+}
+
+/// Everything a request says before it reaches the core.
+fn decode(
+    headers: &HeaderMap,
+    version: Option<u64>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(codec::DecodedRequest, Pin, Option<std::time::Duration>), HttpError> {
+    let body = body?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    HttpError::bad_request("Inference-Header-Content-Length must be a byte count")
+                })?,
+        ),
+    };
+    let pin = pin_from(headers, version)?;
+    let decoded =
+        codec::decode_request(&body, header_length).map_err(|e| HttpError::bad_request(e.0))?;
+    let timeout = timeout_header(headers)?.or(decoded.timeout);
+    Ok((decoded, pin, timeout))
 }
 
 fn respond(response: &InferResponse, id: Option<&str>, binary: &BinaryOutputs) -> Response {

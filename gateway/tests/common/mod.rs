@@ -1,7 +1,7 @@
 //! Shared set-up of the gateway's integration tests: a copy of the example
 //! repository, a real gateway on 127.0.0.1:0, and the golden outputs.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
