@@ -180,6 +180,13 @@ async fn metadata_readiness_and_unknown_names() {
     );
     let server: Value = get(format!("{base}/v2")).await.json().await.unwrap();
     assert_eq!(server["name"], "switchyard");
+    let echoed = reqwest::Client::new()
+        .get(format!("{base}/v2/models/nope"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "trace-me-42", "the client's id comes back");
 
     let g = common::golden("boosted", 3);
     let body = common::infer_body(&g, 1);

@@ -25,8 +25,9 @@ pub const PROST_BYTES_PER_INPUT_BYTE: usize = 1024;
 pub const DECODE_INPUTS_BYTES_PER_INPUT_BYTE: usize = 16;
 
 /// The check: no panic, bounded allocation in both steps, and for accepted
-/// inputs, tensors that match what the message declared.
-pub fn check(data: &[u8]) {
+/// inputs, tensors that match what the message declared. Returns whether
+/// both steps accepted the input.
+pub fn check(data: &[u8]) -> bool {
     let (decoded, peak) = peak_during(|| ModelInferRequest::decode(data));
     assert_bounded(
         "ModelInferRequest::decode",
@@ -35,7 +36,7 @@ pub fn check(data: &[u8]) {
         PROST_BYTES_PER_INPUT_BYTE,
     );
     let Ok(request) = decoded else {
-        return;
+        return false;
     };
     // What to compare against afterwards, taken before the inputs move.
     let declared: Vec<(String, Vec<i64>, bool)> = request
@@ -58,7 +59,7 @@ pub fn check(data: &[u8]) {
         DECODE_INPUTS_BYTES_PER_INPUT_BYTE,
     );
     let Ok(tensors) = tensors else {
-        return;
+        return false;
     };
     assert_eq!(tensors.len(), declared.len(), "one tensor per input");
     assert!(
@@ -82,6 +83,7 @@ pub fn check(data: &[u8]) {
             raw_matches(t, bytes);
         }
     }
+    true
 }
 
 /// Raw input bytes become exactly these elements (BOOL: any non-zero byte
@@ -125,11 +127,7 @@ pub fn raw_input(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor 
 }
 
 /// A request for `model` with these inputs, for seeds.
-pub fn request(
-    model: &str,
-    inputs: Vec<InferInputTensor>,
-    raw: Vec<Vec<u8>>,
-) -> ModelInferRequest {
+pub fn request(model: &str, inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
     ModelInferRequest {
         model_name: model.to_owned(),
         model_version: String::new(),

@@ -79,8 +79,8 @@ pub fn input(header: HeaderLength, body: &[u8]) -> Vec<u8> {
 
 /// The check: no panic, bounded allocation, and for an accepted body,
 /// consistent tensors that survive `encode_response` in both its JSON and
-/// its binary form.
-pub fn check(data: &[u8]) {
+/// its binary form. Returns whether the body was accepted.
+pub fn check(data: &[u8]) -> bool {
     let (header_length, body) = split(data);
     let (decoded, peak) = peak_during(|| decode_request(body, header_length));
     assert_bounded("decode_request", data.len(), peak, BYTES_PER_INPUT_BYTE);
@@ -89,8 +89,12 @@ pub fn check(data: &[u8]) {
             promises_hold(&request);
             round_trip(&request, false);
             round_trip(&request, true);
+            true
         }
-        Err(e) => assert!(!e.0.is_empty(), "an empty error message"),
+        Err(e) => {
+            assert!(!e.0.is_empty(), "an empty error message");
+            false
+        }
     }
 }
 
@@ -149,7 +153,13 @@ fn round_trip(request: &DecodedRequest, binary: bool) {
         all: binary,
         named: Vec::new(),
     };
-    let encoded = encode_response("model", "7", request.id.as_deref(), &request.inputs, &wanted);
+    let encoded = encode_response(
+        "model",
+        "7",
+        request.id.as_deref(),
+        &request.inputs,
+        &wanted,
+    );
     let expect_binary = binary && !request.inputs.is_empty();
     assert_eq!(
         encoded.header_length.is_some(),
@@ -195,7 +205,12 @@ fn round_trip(request: &DecodedRequest, binary: bool) {
 fn same_tensor(sent: &Tensor, back: &Tensor, binary: bool) {
     assert_eq!(sent.name, back.name);
     assert_eq!(sent.shape, back.shape, "shape of {:?}", sent.name);
-    assert_eq!(sent.datatype(), back.datatype(), "datatype of {:?}", sent.name);
+    assert_eq!(
+        sent.datatype(),
+        back.datatype(),
+        "datatype of {:?}",
+        sent.name
+    );
     if let (TensorData::F64(a), TensorData::F64(b), false) = (&sent.data, &back.data, binary) {
         // serde_json without its `float_roundtrip` feature (the gateway's
         // setting) may read a double back one unit in the last place off:

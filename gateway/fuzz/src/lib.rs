@@ -119,7 +119,11 @@ pub enum Target {
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 3] = [Target::HttpDecode, Target::GrpcDecode, Target::ManifestParse];
+    pub const ALL: [Target; 3] = [
+        Target::HttpDecode,
+        Target::GrpcDecode,
+        Target::ManifestParse,
+    ];
 
     /// The target's name, which is also its corpus folder's.
     pub fn name(self) -> &'static str {
@@ -130,8 +134,9 @@ impl Target {
         }
     }
 
-    /// Runs the target's check on one input.
-    pub fn check(self, data: &[u8]) {
+    /// Runs the target's check on one input; returns whether the decoder
+    /// accepted it.
+    pub fn check(self, data: &[u8]) -> bool {
         match self {
             Target::HttpDecode => http::check(data),
             Target::GrpcDecode => grpc::check(data),

@@ -15,10 +15,11 @@ pub const BYTES_PER_INPUT_BYTE: usize = 256;
 
 /// The check: no panic, bounded allocation, and for a manifest that
 /// parses, `validate` that does not panic and a manifest that serialises
-/// and parses back to the same text and the same problems.
-pub fn check(data: &[u8]) {
+/// and parses back to the same text and the same problems. Returns
+/// whether the manifest parsed and validated without a problem.
+pub fn check(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return false;
     };
     let (parsed, peak) = peak_during(|| Manifest::parse(text));
     assert_bounded("Manifest::parse", data.len(), peak, BYTES_PER_INPUT_BYTE);
@@ -26,7 +27,7 @@ pub fn check(data: &[u8]) {
         Ok(m) => m,
         Err(e) => {
             assert!(!e.is_empty(), "an empty parse error");
-            return;
+            return false;
         }
     };
     let problems = manifest.validate();
@@ -42,5 +43,10 @@ pub fn check(data: &[u8]) {
         .unwrap_or_else(|e| panic!("a serialised manifest does not parse: {e}\n{first}"));
     let second = toml::to_string(&again).expect("serialises the second time");
     assert_eq!(first, second, "the manifest changed on a round trip");
-    assert_eq!(again.validate(), problems, "validation changed on a round trip");
+    assert_eq!(
+        again.validate(),
+        problems,
+        "validation changed on a round trip"
+    );
+    problems.is_empty()
 }

@@ -95,6 +95,7 @@ pub fn inference_router(app: App, limits: HttpLimits) -> Router {
         // is refused like any other oversized body.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::from_fn(log_outcome))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, Counter::default()))
         .with_state(app)
@@ -123,6 +124,48 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
         axum::http::StatusCode::NOT_FOUND,
         format!("no such endpoint: {}", uri.path()),
     )
+}
+
+/// Logs each answer with its request id: server errors at warn, refused
+/// requests at debug (a client can send many), the rest at trace. Only a
+/// header read and a level check on the hot path.
+async fn log_outcome(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = request.headers().get(REQUEST_ID_HEADER).cloned();
+    let path = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let micros = started.elapsed().as_micros() as u64;
+    if status.is_server_error() {
+        tracing::warn!(
+            request_id = id,
+            status = status.as_u16(),
+            micros,
+            path = path.as_deref().unwrap_or("-"),
+            "request failed"
+        );
+    } else if status.is_client_error() {
+        tracing::debug!(
+            request_id = id,
+            status = status.as_u16(),
+            micros,
+            path = path.as_deref().unwrap_or("-"),
+            "request refused"
+        );
+    } else {
+        tracing::trace!(
+            request_id = id,
+            status = status.as_u16(),
+            micros,
+            path = path.as_deref().unwrap_or("-"),
+            "request served"
+        );
+    }
+    response
 }
 
 /// The routing a request asks for with `x-slot` and `x-model-version`

@@ -33,7 +33,12 @@ fn main() -> ExitCode {
                     eprintln!("cannot write {}: {e}", dir.display());
                     return ExitCode::FAILURE;
                 }
-                println!("{}: {} seeds in {}", target.name(), seeds.len(), dir.display());
+                println!(
+                    "{}: {} seeds in {}",
+                    target.name(),
+                    seeds.len(),
+                    dir.display()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -80,10 +85,10 @@ fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs each file through the target's check; a failing check panics,
-/// which ends the program with the file named just before it.
+/// Runs each file through the target's check; a failing check names the
+/// file and ends the program with the check's panic.
 fn replay(target: Target, files: &[PathBuf]) -> ExitCode {
-    let mut bytes = 0;
+    let (mut bytes, mut accepted) = (0, 0);
     for file in files {
         let data = match fs::read(file) {
             Ok(d) => d,
@@ -92,14 +97,21 @@ fn replay(target: Target, files: &[PathBuf]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("{}: {}", target.name(), file.display());
-        target.check(&data);
+        match std::panic::catch_unwind(|| target.check(&data)) {
+            Ok(true) => accepted += 1,
+            Ok(false) => {}
+            Err(panic) => {
+                eprintln!("{}: the check failed on {}", target.name(), file.display());
+                std::panic::resume_unwind(panic);
+            }
+        }
         bytes += data.len();
     }
     println!(
-        "{}: {} inputs ({bytes} bytes) replayed, all passed",
+        "{}: {} inputs ({bytes} bytes) replayed, all passed; {accepted} accepted, {} refused",
         target.name(),
-        files.len()
+        files.len(),
+        files.len() - accepted
     );
     ExitCode::SUCCESS
 }
@@ -174,7 +186,10 @@ fn tail_of(len: usize) -> HeaderLength {
 fn http_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut plain = |name: &str, body: &str| {
-        out.push((format!("json-{name}"), input(HeaderLength::Absent, body.as_bytes())));
+        out.push((
+            format!("json-{name}"),
+            input(HeaderLength::Absent, body.as_bytes()),
+        ));
     };
 
     // The example models' signature: "input", FP32, [n, 20].
@@ -204,6 +219,10 @@ fn http_seeds() -> Vec<(String, Vec<u8>)> {
     );
     plain("empty-inputs", r#"{"inputs":[]}"#);
     plain(
+        "unicode-escapes",
+        r#"{"id":"\ud83d\ude00\u0000","inputs":[{"name":"\u00e9","shape":[1],"datatype":"FP32","data":[1]}]}"#,
+    );
+    plain(
         "scalar",
         r#"{"inputs":[{"name":"s","shape":[],"datatype":"INT64","data":7}]}"#,
     );
@@ -217,17 +236,26 @@ fn http_seeds() -> Vec<(String, Vec<u8>)> {
         let dt = data.datatype().as_str();
         let n = data.len();
         let v = json!({"inputs": [{"name": "t", "shape": [2, n / 2], "datatype": dt, "data": json_data(&data)}]});
-        out.push((format!("json-{}", dt.to_lowercase()), input(HeaderLength::Absent, v.to_string().as_bytes())));
+        out.push((
+            format!("json-{}", dt.to_lowercase()),
+            input(HeaderLength::Absent, v.to_string().as_bytes()),
+        ));
         let raw = le_bytes(&data);
         let header = json!({
             "inputs": [{"name": "t", "shape": [n], "datatype": dt, "parameters": {"binary_data_size": raw.len()}}],
             "parameters": {"binary_data_output": true}
         });
         let (body, json_len) = binary_body(&header, &raw);
-        out.push((format!("bin-{}", dt.to_lowercase()), input(tail_of(raw.len()), &body)));
+        out.push((
+            format!("bin-{}", dt.to_lowercase()),
+            input(tail_of(raw.len()), &body),
+        ));
         if data.datatype() == DataType::Int64 {
             let exact = u16::try_from(json_len).expect("small header");
-            out.push(("bin-int64-exact-length".into(), input(HeaderLength::Exactly(exact), &body)));
+            out.push((
+                "bin-int64-exact-length".into(),
+                input(HeaderLength::Exactly(exact), &body),
+            ));
         }
     }
 
@@ -250,72 +278,182 @@ fn http_seeds() -> Vec<(String, Vec<u8>)> {
         {"name": "b", "shape": [1], "datatype": "INT64", "parameters": {"binary_data_size": b.len()}}
     ]});
     let (body, _) = binary_body(&header, &[a.as_slice(), b.as_slice()].concat());
-    out.push(("bin-mixed-three-inputs".into(), input(tail_of(a.len() + b.len()), &body)));
+    out.push((
+        "bin-mixed-three-inputs".into(),
+        input(tail_of(a.len() + b.len()), &body),
+    ));
 
     // NaN and infinity can only come in binary; they must go back out too.
-    let odd = le_bytes(&TensorData::F32(vec![f32::NAN, f32::INFINITY, -f32::INFINITY, -0.0]));
+    let odd = le_bytes(&TensorData::F32(vec![
+        f32::NAN,
+        f32::INFINITY,
+        -f32::INFINITY,
+        -0.0,
+    ]));
     let header = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": odd.len()}}]});
     let (body, _) = binary_body(&header, &odd);
     out.push(("bin-fp32-nan-inf".into(), input(tail_of(odd.len()), &body)));
 
     // Refused bodies: each should fail with a message, not a panic.
     let bad = [
-        ("truncated", r#"{"inputs":[{"name":"input","shape":[1,20],"datatype":"FP32","data":[[1,2"#),
+        (
+            "truncated",
+            r#"{"inputs":[{"name":"input","shape":[1,20],"datatype":"FP32","data":[[1,2"#,
+        ),
         ("not-an-object", "[1,2,3]"),
         ("missing-inputs", r#"{"input":[]}"#),
-        ("fp16", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP16","data":[1]}]}"#),
-        ("bytes", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["abc"]}]}"#),
-        ("negative-dim", r#"{"inputs":[{"name":"x","shape":[-1,20],"datatype":"FP32","data":[1]}]}"#),
-        ("overflowing-shape", r#"{"inputs":[{"name":"x","shape":[4294967296,4294967296,4294967296],"datatype":"FP32","data":[]}]}"#),
-        ("huge-shape-few-values", r#"{"inputs":[{"name":"x","shape":[1000000000,20],"datatype":"FP64","data":[1,2,3]}]}"#),
-        ("too-few-values", r#"{"inputs":[{"name":"x","shape":[2,20],"datatype":"FP32","data":[[1,2]]}]}"#),
-        ("too-many-values", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1,2]}]}"#),
-        ("string-value", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#),
-        ("object-value", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[{"v":1}]}]}"#),
-        ("null-value", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[null]}]}"#),
-        ("uint8-out-of-range", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}"#),
-        ("int32-fraction", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#),
-        ("int64-from-float", r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[1e3,9.3e18]}]}"#),
-        ("fp32-overflow", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e300]}]}"#),
-        ("bool-from-int", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BOOL","data":[1]}]}"#),
-        ("no-data", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#),
-        ("data-and-binary-size", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"parameters":{"binary_data_size":4}}]}"#),
-        ("binary-size-not-a-count", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":-4}}]}"#),
-        ("binary-size-past-end", r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#),
-        ("timeout-zero", r#"{"parameters":{"timeout":0},"inputs":[]}"#),
-        ("timeout-too-long", r#"{"parameters":{"timeout":300000001},"inputs":[]}"#),
-        ("timeout-string", r#"{"parameters":{"timeout":"5s"},"inputs":[]}"#),
+        (
+            "fp16",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP16","data":[1]}]}"#,
+        ),
+        (
+            "bytes",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["abc"]}]}"#,
+        ),
+        (
+            "negative-dim",
+            r#"{"inputs":[{"name":"x","shape":[-1,20],"datatype":"FP32","data":[1]}]}"#,
+        ),
+        (
+            "overflowing-shape",
+            r#"{"inputs":[{"name":"x","shape":[4294967296,4294967296,4294967296],"datatype":"FP32","data":[]}]}"#,
+        ),
+        (
+            "huge-shape-few-values",
+            r#"{"inputs":[{"name":"x","shape":[1000000000,20],"datatype":"FP64","data":[1,2,3]}]}"#,
+        ),
+        (
+            "too-few-values",
+            r#"{"inputs":[{"name":"x","shape":[2,20],"datatype":"FP32","data":[[1,2]]}]}"#,
+        ),
+        (
+            "too-many-values",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1,2]}]}"#,
+        ),
+        (
+            "string-value",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#,
+        ),
+        (
+            "object-value",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[{"v":1}]}]}"#,
+        ),
+        (
+            "null-value",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[null]}]}"#,
+        ),
+        (
+            "uint8-out-of-range",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}"#,
+        ),
+        (
+            "int32-fraction",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#,
+        ),
+        (
+            "int64-from-float",
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT64","data":[1e3,9.3e18]}]}"#,
+        ),
+        (
+            "fp32-overflow",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1e300]}]}"#,
+        ),
+        (
+            "bool-from-int",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"BOOL","data":[1]}]}"#,
+        ),
+        (
+            "no-data",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#,
+        ),
+        (
+            "data-and-binary-size",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"parameters":{"binary_data_size":4}}]}"#,
+        ),
+        (
+            "binary-size-not-a-count",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":-4}}]}"#,
+        ),
+        (
+            "binary-size-past-end",
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#,
+        ),
+        (
+            "timeout-zero",
+            r#"{"parameters":{"timeout":0},"inputs":[]}"#,
+        ),
+        (
+            "timeout-too-long",
+            r#"{"parameters":{"timeout":300000001},"inputs":[]}"#,
+        ),
+        (
+            "timeout-string",
+            r#"{"parameters":{"timeout":"5s"},"inputs":[]}"#,
+        ),
         ("duplicate-keys", r#"{"inputs":[],"inputs":[]}"#),
         ("id-not-string", r#"{"id":5,"inputs":[]}"#),
-        ("unicode-escapes", r#"{"id":"\ud83d\ude00\u0000","inputs":[{"name":"\u00e9","shape":[1],"datatype":"FP32","data":[1]}]}"#),
         ("lone-surrogate", r#"{"id":"\ud800","inputs":[]}"#),
     ];
     for (name, body) in bad {
-        out.push((format!("bad-{name}"), input(HeaderLength::Absent, body.as_bytes())));
+        out.push((
+            format!("bad-{name}"),
+            input(HeaderLength::Absent, body.as_bytes()),
+        ));
     }
     let deep = format!(
         r#"{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":{}1{}}}]}}"#,
         "[".repeat(20),
         "]".repeat(20)
     );
-    out.push(("bad-nested-20-deep".into(), input(HeaderLength::Absent, deep.as_bytes())));
-    let deep_params = format!(r#"{{"parameters":{{"p":{}0{}}},"inputs":[]}}"#, "[".repeat(200), "]".repeat(200));
-    out.push(("bad-params-200-deep".into(), input(HeaderLength::Absent, deep_params.as_bytes())));
-    out.push(("bad-not-utf8".into(), input(HeaderLength::Absent, b"{\"id\":\"\xff\xfe\",\"inputs\":[]}")));
+    out.push((
+        "bad-nested-20-deep".into(),
+        input(HeaderLength::Absent, deep.as_bytes()),
+    ));
+    let deep_params = format!(
+        r#"{{"parameters":{{"p":{}0{}}},"inputs":[]}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    out.push((
+        "bad-params-200-deep".into(),
+        input(HeaderLength::Absent, deep_params.as_bytes()),
+    ));
+    out.push((
+        "bad-not-utf8".into(),
+        input(HeaderLength::Absent, b"{\"id\":\"\xff\xfe\",\"inputs\":[]}"),
+    ));
     out.push(("empty".into(), Vec::new()));
 
     // Header lengths that don't fit the body.
     let (body, json_len) = binary_body(&json!({"inputs": []}), &[1, 2, 3]);
     out.push(("bad-unclaimed-tail".into(), input(tail_of(3), &body)));
-    out.push(("bad-header-past-body".into(), input(HeaderLength::Exactly(u16::try_from(body.len() + 1).expect("small")), &body)));
-    out.push(("bad-header-near-max".into(), input(HeaderLength::NearMax(0), &body)));
-    out.push(("bad-header-splits-json".into(), input(HeaderLength::Exactly(u16::try_from(json_len / 2).expect("small")), &body)));
+    out.push((
+        "bad-header-past-body".into(),
+        input(
+            HeaderLength::Exactly(u16::try_from(body.len() + 1).expect("small")),
+            &body,
+        ),
+    ));
+    out.push((
+        "bad-header-near-max".into(),
+        input(HeaderLength::NearMax(0), &body),
+    ));
+    out.push((
+        "bad-header-splits-json".into(),
+        input(
+            HeaderLength::Exactly(u16::try_from(json_len / 2).expect("small")),
+            &body,
+        ),
+    ));
     let header = json!({"inputs": [{"name": "x", "shape": [1, 20], "datatype": "FP32", "parameters": {"binary_data_size": 80}}]});
     let (body, _) = binary_body(&header, &[0; 79]);
     out.push(("bad-binary-short".into(), input(tail_of(79), &body)));
     let header = json!({"inputs": [{"name": "x", "shape": [1, 20], "datatype": "FP32", "parameters": {"binary_data_size": 76}}]});
     let (body, _) = binary_body(&header, &[0; 76]);
-    out.push(("bad-binary-size-not-shape".into(), input(tail_of(76), &body)));
+    out.push((
+        "bad-binary-size-not-shape".into(),
+        input(tail_of(76), &body),
+    ));
     out
 }
 
@@ -331,15 +469,24 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
         "typed-fp32-1x20",
         request(
             "linear",
-            vec![typed_input("input", "FP32", &[1, 20], InferTensorContents {
-                fp32_contents: fp32(20),
-                ..Default::default()
-            })],
+            vec![typed_input(
+                "input",
+                "FP32",
+                &[1, 20],
+                InferTensorContents {
+                    fp32_contents: fp32(20),
+                    ..Default::default()
+                },
+            )],
             Vec::new(),
         ),
     );
     let rows = TensorData::F32(fp32(80));
-    let mut r = request("mlp", vec![raw_input("input", "FP32", &[4, 20])], vec![le_bytes(&rows)]);
+    let mut r = request(
+        "mlp",
+        vec![raw_input("input", "FP32", &[4, 20])],
+        vec![le_bytes(&rows)],
+    );
     r.model_version = "1".into();
     r.id = "req-7".into();
     r.parameters.insert("timeout".into(), int64_param(250_000));
@@ -351,10 +498,7 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     add("raw-fp32-4x20-all-fields", r);
-    add(
-        "empty-inputs",
-        request("linear", Vec::new(), Vec::new()),
-    );
+    add("empty-inputs", request("linear", Vec::new(), Vec::new()));
 
     // Every datatype, typed and raw.
     for data in samples() {
@@ -375,38 +519,148 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
             TensorData::F64(v) => c.fp64_contents = v.clone(),
         }
         let lower = dt.to_lowercase();
-        add(&format!("typed-{lower}"), request("m", vec![typed_input("t", dt, &[2, n / 2], c)], Vec::new()));
-        add(&format!("raw-{lower}"), request("m", vec![raw_input("t", dt, &[n])], vec![le_bytes(&data)]));
+        add(
+            &format!("typed-{lower}"),
+            request("m", vec![typed_input("t", dt, &[2, n / 2], c)], Vec::new()),
+        );
+        add(
+            &format!("raw-{lower}"),
+            request("m", vec![raw_input("t", dt, &[n])], vec![le_bytes(&data)]),
+        );
     }
 
     // Refused requests.
-    let typed = |dt: &str, shape: &[i64], c: InferTensorContents| request("m", vec![typed_input("t", dt, shape, c)], Vec::new());
-    add("bad-unknown-datatype", typed("FP16", &[1], InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }));
-    add("bad-negative-dim", typed("FP32", &[-1, 20], InferTensorContents { fp32_contents: fp32(20), ..Default::default() }));
-    add("bad-overflowing-shape", typed("FP32", &[1 << 32, 1 << 32, 1 << 32], InferTensorContents::default()));
-    add("bad-huge-shape-few-values", typed("FP64", &[1_000_000_000, 20], InferTensorContents { fp64_contents: vec![1.0], ..Default::default() }));
-    add("bad-count", typed("FP32", &[2, 20], InferTensorContents { fp32_contents: fp32(20), ..Default::default() }));
-    add("bad-int8-range", typed("INT8", &[1], InferTensorContents { int_contents: vec![300], ..Default::default() }));
-    add("bad-uint16-range", typed("UINT16", &[1], InferTensorContents { uint_contents: vec![70_000], ..Default::default() }));
-    add("bad-no-contents", request("m", vec![raw_input("t", "FP32", &[1])], Vec::new()));
-    add("bad-raw-wrong-length", request("m", vec![raw_input("t", "FP32", &[1, 20])], vec![vec![0; 79]]));
-    add("bad-raw-count", request("m", vec![raw_input("a", "FP32", &[1]), raw_input("b", "FP32", &[1])], vec![vec![0; 4]]));
+    let typed = |dt: &str, shape: &[i64], c: InferTensorContents| {
+        request("m", vec![typed_input("t", dt, shape, c)], Vec::new())
+    };
+    add(
+        "bad-unknown-datatype",
+        typed(
+            "FP16",
+            &[1],
+            InferTensorContents {
+                fp32_contents: vec![1.0],
+                ..Default::default()
+            },
+        ),
+    );
+    add(
+        "bad-negative-dim",
+        typed(
+            "FP32",
+            &[-1, 20],
+            InferTensorContents {
+                fp32_contents: fp32(20),
+                ..Default::default()
+            },
+        ),
+    );
+    add(
+        "bad-overflowing-shape",
+        typed(
+            "FP32",
+            &[1 << 32, 1 << 32, 1 << 32],
+            InferTensorContents::default(),
+        ),
+    );
+    add(
+        "bad-huge-shape-few-values",
+        typed(
+            "FP64",
+            &[1_000_000_000, 20],
+            InferTensorContents {
+                fp64_contents: vec![1.0],
+                ..Default::default()
+            },
+        ),
+    );
+    add(
+        "bad-count",
+        typed(
+            "FP32",
+            &[2, 20],
+            InferTensorContents {
+                fp32_contents: fp32(20),
+                ..Default::default()
+            },
+        ),
+    );
+    add(
+        "bad-int8-range",
+        typed(
+            "INT8",
+            &[1],
+            InferTensorContents {
+                int_contents: vec![300],
+                ..Default::default()
+            },
+        ),
+    );
+    add(
+        "bad-uint16-range",
+        typed(
+            "UINT16",
+            &[1],
+            InferTensorContents {
+                uint_contents: vec![70_000],
+                ..Default::default()
+            },
+        ),
+    );
+    add(
+        "bad-no-contents",
+        request("m", vec![raw_input("t", "FP32", &[1])], Vec::new()),
+    );
+    add(
+        "bad-raw-wrong-length",
+        request(
+            "m",
+            vec![raw_input("t", "FP32", &[1, 20])],
+            vec![vec![0; 79]],
+        ),
+    );
+    add(
+        "bad-raw-count",
+        request(
+            "m",
+            vec![raw_input("a", "FP32", &[1]), raw_input("b", "FP32", &[1])],
+            vec![vec![0; 4]],
+        ),
+    );
     add(
         "bad-raw-and-typed",
         request(
             "m",
-            vec![typed_input("t", "FP32", &[1], InferTensorContents { fp32_contents: vec![1.0], ..Default::default() })],
+            vec![typed_input(
+                "t",
+                "FP32",
+                &[1],
+                InferTensorContents {
+                    fp32_contents: vec![1.0],
+                    ..Default::default()
+                },
+            )],
             vec![vec![0; 4]],
         ),
     );
-    add("bad-raw-huge-shape", request("m", vec![raw_input("t", "FP64", &[i64::MAX, i64::MAX])], vec![vec![0; 8]]));
+    add(
+        "bad-raw-huge-shape",
+        request(
+            "m",
+            vec![raw_input("t", "FP64", &[i64::MAX, i64::MAX])],
+            vec![vec![0; 8]],
+        ),
+    );
 
     // Wire-level oddities prost must refuse or take: a truncated message,
     // a length past the end, an unknown field, a bad wire type, and the
     // same repeated field sent unpacked.
     let good = out[0].1.clone();
     out.push(("wire-truncated".into(), good[..good.len() / 2].to_vec()));
-    out.push(("wire-length-past-end".into(), vec![0x2a, 0xff, 0xff, 0xff, 0x0f, 0x0a]));
+    out.push((
+        "wire-length-past-end".into(),
+        vec![0x2a, 0xff, 0xff, 0xff, 0x0f, 0x0a],
+    ));
     let mut unknown = good.clone();
     unknown.extend_from_slice(&[0xf8, 0x07, 0x01]);
     out.push(("wire-unknown-field".into(), unknown));
@@ -416,8 +670,8 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
     out.push((
         "wire-unpacked-int64".into(),
         vec![
-            0x2a, 0x13, 0x0a, 0x01, b't', 0x12, 0x05, b'I', b'N', b'T', b'6', b'4', 0x1a, 0x01, 0x02,
-            0x2a, 0x04, 0x18, 0x05, 0x18, 0x06,
+            0x2a, 0x13, 0x0a, 0x01, b't', 0x12, 0x05, b'I', b'N', b'T', b'6', b'4', 0x1a, 0x01,
+            0x02, 0x2a, 0x04, 0x18, 0x05, 0x18, 0x06,
         ],
     ));
     out.push(("wire-empty".into(), Vec::new()));
@@ -437,7 +691,13 @@ fn manifest_seeds(root: &Path) -> Vec<(String, Vec<u8>)> {
             .collect();
         found.sort();
         for path in found {
-            let parts: Vec<_> = path.iter().rev().skip(1).take(2).map(|p| p.to_string_lossy().into_owned()).collect();
+            let parts: Vec<_> = path
+                .iter()
+                .rev()
+                .skip(1)
+                .take(2)
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
             if let Ok(text) = fs::read(&path) {
                 out.push((format!("models-{}-{}", parts[1], parts[0]), text));
             }
@@ -463,25 +723,57 @@ shape = [-1]
 "#
     );
     out.push(("minimal".into(), minimal.clone().into_bytes()));
-    let variants: [(&str, &str, &str); 14] = [
+    let variants: [(&str, &str, &str); 13] = [
         ("version-zero", "version = 1", "version = 0"),
         ("bad-name", r#"name = "tiny""#, r#"name = "../etc""#),
         ("unknown-key", "version = 1", "version = 1\nversoin = 2"),
-        ("batch-zero", "[files]", "[batching]\nmax_batch_size = 0\nqueue_capacity = 0\nmax_queue_delay_us = 5000000\n\n[files]"),
-        ("shape-not-batch-first", "shape = [-1, 20]", "shape = [4, 0, -3]"),
-        ("features-mismatch", "shape = [-1, 20]", "shape = [-1, 2]\nfeatures = [\"a\"]"),
+        (
+            "batch-zero",
+            "[files]",
+            "[batching]\nmax_batch_size = 0\nqueue_capacity = 0\nmax_queue_delay_us = 5000000\n\n[files]",
+        ),
+        (
+            "shape-not-batch-first",
+            "shape = [-1, 20]",
+            "shape = [4, 0, -3]",
+        ),
+        (
+            "features-mismatch",
+            "shape = [-1, 20]",
+            "shape = [-1, 2]\nfeatures = [\"a\"]",
+        ),
         ("duplicate-name", "name = \"label\"", "name = \"input\""),
         ("bad-sha", &sha, "ABC"),
         ("bad-datatype", "datatype = \"FP32\"", "datatype = \"FP16\""),
         ("string-version", "version = 1", "version = \"1\""),
         ("negative-version", "version = 1", "version = -1"),
-        ("platform", "version = 1", "version = 1\nplatform = \"tensorflow\"\nbackends = [\"ort\", \"tract\", \"ort\"]"),
-        ("metrics", "[files]", "[provenance]\nmetrics = { accuracy = 0.5, loss = nan, big = inf, small = -0.0 }\n\n[files]"),
-        ("file-names", "\"model.onnx\"", "\"model.toml\" = \"x\"\n\"\" = \"y\"\n\"a/b\""),
+        (
+            "platform",
+            "version = 1",
+            "version = 1\nplatform = \"tensorflow\"\nbackends = [\"ort\", \"tract\", \"ort\"]",
+        ),
+        (
+            "file-names",
+            "\"model.onnx\"",
+            "\"model.toml\" = \"x\"\n\"\" = \"y\"\n\"a/b\"",
+        ),
     ];
     for (name, from, to) in variants {
-        out.push((format!("bad-{name}"), minimal.replacen(from, to, 1).into_bytes()));
+        out.push((
+            format!("bad-{name}"),
+            minimal.replacen(from, to, 1).into_bytes(),
+        ));
     }
+    out.push((
+        "metrics-nan-inf".into(),
+        minimal
+            .replacen(
+                "[files]",
+                "[provenance]\nmetrics = { accuracy = 0.5, loss = nan, big = inf, small = -0.0 }\n\n[files]",
+                1,
+            )
+            .into_bytes(),
+    ));
     out.push((
         "inline-tables".into(),
         format!(
@@ -489,8 +781,14 @@ shape = [-1]
         )
         .into_bytes(),
     ));
-    out.push(("bad-truncated".into(), minimal.as_bytes()[..minimal.len() / 2].to_vec()));
-    out.push(("bad-deep-array".into(), format!("labels = {}1{}\n", "[".repeat(100), "]".repeat(100)).into_bytes()));
+    out.push((
+        "bad-truncated".into(),
+        minimal.as_bytes()[..minimal.len() / 2].to_vec(),
+    ));
+    out.push((
+        "bad-deep-array".into(),
+        format!("labels = {}1{}\n", "[".repeat(100), "]".repeat(100)).into_bytes(),
+    ));
     out.push(("empty".into(), Vec::new()));
     out
 }
