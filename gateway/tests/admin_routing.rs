@@ -323,3 +323,54 @@ async fn broken_versions_are_refused_and_serving_goes_on() {
     assert!(route["green"].is_null());
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_backend_order_falls_back_past_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::copy_models(dir.path());
+    // tract first for every model: it serves the MLP, refuses the trees, and
+    // the trees fall back to ort.
+    let config_file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config_file,
+        "[model.boosted]\nbackends = [\"tract\", \"ort\"]\n[model.mlp]\nbackends = [\"tract\"]\n",
+    )
+    .unwrap();
+    let config = common::config(
+        &models,
+        None,
+        &[&format!("--config={}", config_file.display())],
+    );
+    let gw = gateway::server::start(&config).await.unwrap();
+    let routes: Value = reqwest::get(format!("{}/admin/models", common::admin(&gw)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let backend = |model: &str| {
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == model)
+            .map(|r| r["blue"]["backend"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(backend("boosted"), "ort");
+    assert_eq!(backend("mlp"), "tract");
+    assert_eq!(
+        backend("linear"),
+        "ort",
+        "the manifest's order where the operator set none"
+    );
+    let g = common::golden("mlp", 1);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/models/mlp/infer", common::http(&gw)))
+        .json(&common::infer_body(&g, 8))
+        .send()
+        .await
+        .unwrap();
+    common::assert_golden(&r.json().await.unwrap(), &g, 8);
+    gw.shutdown().await;
+}

@@ -186,7 +186,11 @@ async fn metadata_readiness_and_unknown_names() {
         .send()
         .await
         .unwrap();
-    assert_eq!(echoed.headers()["x-request-id"], "trace-me-42", "the client's id comes back");
+    assert_eq!(
+        echoed.headers()["x-request-id"],
+        "trace-me-42",
+        "the client's id comes back"
+    );
 
     let g = common::golden("boosted", 3);
     let body = common::infer_body(&g, 1);

@@ -126,8 +126,9 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
     )
 }
 
-/// Logs each answer with its request id: server errors at warn, refused
-/// requests at debug (a client can send many), the rest at trace. Only a
+/// Logs each answer with its request id: internal errors at warn; refused,
+/// overloaded, late or not-ready answers at debug (under load or while
+/// starting there can be many, and metrics count them); the rest at trace. Only a
 /// header read and a level check on the hot path.
 async fn log_outcome(
     request: axum::extract::Request,
@@ -140,7 +141,7 @@ async fn log_outcome(
     let status = response.status();
     let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
     let micros = started.elapsed().as_micros() as u64;
-    if status.is_server_error() {
+    if status == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
         tracing::warn!(
             request_id = id,
             status = status.as_u16(),
@@ -148,7 +149,7 @@ async fn log_outcome(
             path = path.as_deref().unwrap_or("-"),
             "request failed"
         );
-    } else if status.is_client_error() {
+    } else if status.is_client_error() || status.is_server_error() {
         tracing::debug!(
             request_id = id,
             status = status.as_u16(),
