@@ -2,15 +2,15 @@
 //! compiler in Rust, so building switchyard never needs `protoc` installed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if std::env::var_os("CARGO_FEATURE_GRPC").is_none() {
-        return Ok(());
+    #[cfg(feature = "grpc")]
+    {
+        let proto = "proto/grpc_predict_v2.proto";
+        println!("cargo:rerun-if-changed={proto}");
+        let descriptors = protox::compile([proto], ["proto"])?;
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_fds(descriptors)?;
     }
-    let proto = "proto/grpc_predict_v2.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let descriptors = protox::compile([proto], ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -431,7 +431,69 @@ def build(spec: Spec, data: Dataset) -> dict:
     }
 
 
+SMOKE_ROWS = 4
+SMOKE_DIR = Path(__file__).resolve().parent.parent / "smoke-tests"
+
+
+def write_smoke_suites() -> None:
+    """Writes smoke-tests/<model>.toml from every version's golden outputs.
+
+    Each version gets its own cases (its golden rows and onnxruntime's
+    answers, recorded at export), so any version, an older one included, can
+    be promoted and smoke-tested.
+    """
+    SMOKE_DIR.mkdir(exist_ok=True)
+    root = Path(__file__).resolve().parent
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        versions = sorted(int(v.name) for v in model_dir.iterdir() if (v / "golden.json").is_file())
+        if not versions:
+            continue
+        lines = [
+            "# written by models/make_models.py from each version's golden.json — re-run it, don't edit",
+            f"# smoke suite and rollout settings of {model_dir.name!r} for `controller promote {model_dir.name}`",
+            "",
+            "[rollout]",
+            'strategy = "canary"',
+            "steps = [10, 50, 100]",
+            'bake = "30s"',
+            "",
+            "[analysis]",
+            "max_error_rate = 0.01",
+            "max_p99_ms = 250.0",
+            "min_requests = 20",
+            "min_shadow_agreement = 0.95",
+            'on_inconclusive = "fail"',
+            "",
+            "[smoke]",
+            "latency_budget_ms = 500.0",
+            f"min_cases = {SMOKE_ROWS}",
+        ]
+        for v in versions:
+            g = json.loads((model_dir / str(v) / "golden.json").read_text())
+            x = g["inputs"]["input"]
+            width = x["shape"][1]
+            labels = g["outputs"]["label"]["data"]
+            probs = g["outputs"]["probabilities"]["data"]
+            classes = g["outputs"]["probabilities"]["shape"][1]
+            for row in range(SMOKE_ROWS):
+                data = x["data"][row * width:(row + 1) * width]
+                p = probs[row * classes:(row + 1) * classes]
+                lines += [
+                    "",
+                    "[[smoke.cases]]",
+                    f'name = "v{v}-row{row}"',
+                    f"versions = [{v}]",
+                    f'inputs = {{ input = {{ datatype = "FP32", shape = [1, {width}], data = [{", ".join(repr(float(d)) for d in data)}] }} }}',
+                    f"expect = {{ label = {{ data = [{labels[row]}] }}, probabilities = {{ data = [{', '.join(repr(float(q)) for q in p)}], tolerance = 1e-4 }} }}",
+                ]
+        (SMOKE_DIR / f"{model_dir.name}.toml").write_text("\n".join(lines) + "\n")
+        print(f"smoke-tests/{model_dir.name}.toml: {len(versions)} versions x {SMOKE_ROWS} cases")
+
+
 def main() -> int:
+    if "--suites-only" in sys.argv:
+        write_smoke_suites()
+        return 0
     t0 = time.perf_counter()
     data = load_data()
     print(f"data: {len(data.y_train)} train rows, {len(data.y_test)} test rows")
@@ -444,6 +506,7 @@ def main() -> int:
             f"{r['batch1_vs_batch32_max_dp']:.1e}"
             f"{'' if r['converged'] else '  (stopped at max_iter)'}  {r['seconds']:.1f}s"
         )
+    write_smoke_suites()
     print(f"done in {time.perf_counter() - t0:.1f}s")
     return 0
 

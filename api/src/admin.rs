@@ -91,6 +91,20 @@ pub struct ShadowRequest {
     pub percent: u32,
 }
 
+/// `GET /admin/info`: where a gateway's other listeners are, so a
+/// controller given only admin URLs can reach inference and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    /// The gateway's version.
+    pub version: String,
+    /// The HTTP inference listener, as bound (e.g. `0.0.0.0:8000`).
+    pub http: String,
+    /// The gRPC listener.
+    pub grpc: String,
+    /// The metrics listener.
+    pub metrics: String,
+}
+
 /// The body of every admin error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -1,1 +1,805 @@
-fn main() {}
+//! `loadgen`: a closed-loop load generator for switchyard and its peers.
+//!
+//! N client tasks (the concurrency) each own one connection and send one
+//! request after another for a fixed duration, after a warm-up whose
+//! requests are not measured. Protocols: Open Inference Protocol v2 JSON
+//! (`POST /v2/models/{m}/infer`), the same with Triton's binary tensor
+//! extension, KServe V1 (`POST /v1/models/{m}:predict`), MLflow's
+//! `/invocations`, and OIP v2 gRPC (`ModelInfer` with `raw_input_contents`).
+//!
+//! Bodies are built from the rows of a model's `golden.json` (repeated to
+//! reach `--rows`). Latency of successful requests goes into an HDR
+//! histogram; every failure is counted by kind (HTTP status, gRPC code,
+//! connection error, timeout) and reported, never dropped. The target is
+//! always 127.0.0.1: only the port is configurable.
+
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use switchyard_api::grpc::ModelInferRequest;
+use switchyard_api::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
+use switchyard_api::grpc::model_infer_request::InferInputTensor;
+use tonic::transport::Channel;
+
+/// Longest run (warm-up included) loadgen agrees to.
+const MAX_RUN: Duration = Duration::from_secs(3600);
+/// Most client tasks.
+const MAX_CONCURRENCY: usize = 4096;
+/// Most rows in one request body.
+const MAX_ROWS: usize = 65_536;
+/// Latency histogram range, in microseconds: 1 µs to 10 min.
+const HIST_MAX_US: u64 = 600_000_000;
+
+/// The wire protocol to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Protocol {
+    /// OIP v2 JSON over HTTP/1.1.
+    HttpJson,
+    /// OIP v2 with Triton's binary tensor extension (binary in and out).
+    HttpBinary,
+    /// KServe V1 `:predict` with `instances`.
+    KserveV1,
+    /// MLflow scoring server `/invocations` with `inputs`.
+    Mlflow,
+    /// OIP v2 gRPC `ModelInfer` with `raw_input_contents`.
+    Grpc,
+}
+
+/// Closed-loop load generator: fixed concurrency for a fixed duration,
+/// against 127.0.0.1 only.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Args {
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value = "http-json")]
+    protocol: Protocol,
+    /// Port on 127.0.0.1 (HTTP or gRPC, as the protocol says).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Model name (in the URL or the gRPC request).
+    #[arg(long, default_value = "boosted")]
+    model: String,
+    /// URL path, overriding the protocol's default one.
+    #[arg(long)]
+    path: Option<String>,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// Client tasks, each with its own connection.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    concurrency: usize,
+    /// Measured time, e.g. 10s, 500ms, 2m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Stop once this many measured requests were sent (across all tasks).
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Per-request timeout; a request past it counts as an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Runtime threads of the load generator (it shares the machine with
+    /// the server under test).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The golden file whose input rows make the body [default:
+    /// models/boosted/2/golden.json, found from the current directory or
+    /// the workspace].
+    #[arg(long)]
+    golden: Option<PathBuf>,
+    /// Input tensor name.
+    #[arg(long, default_value = "input")]
+    input_name: String,
+    /// Put an `id` in OIP v2 bodies (KServe's server answers 500 without).
+    #[arg(long)]
+    with_id: bool,
+    /// A label copied into the JSON report.
+    #[arg(long)]
+    label: Option<String>,
+    /// Print the report as one JSON object instead of a human line.
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 1 when any request failed.
+    #[arg(long)]
+    fail_on_errors: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?} is not a positive duration"));
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// What every task needs to build and send a request.
+#[derive(Debug)]
+struct Plan {
+    protocol: Protocol,
+    port: u16,
+    path: String,
+    body: Bytes,
+    header_length: Option<usize>,
+    grpc: Option<ModelInferRequest>,
+    rows: usize,
+    timeout: Duration,
+}
+
+/// Shared clock and request budget.
+#[derive(Debug)]
+struct Clock {
+    warm_end: Instant,
+    end: Instant,
+    /// Measured requests left; negative means no limit.
+    budget: AtomicI64,
+    limited: bool,
+}
+
+impl Clock {
+    /// Whether a measured request may start.
+    fn ticket(&self) -> bool {
+        !self.limited || self.budget.fetch_sub(1, Ordering::Relaxed) > 0
+    }
+}
+
+/// What one task saw.
+#[derive(Debug)]
+struct Tally {
+    latency: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    warmup_ok: u64,
+    warmup_errors: BTreeMap<String, u64>,
+    samples: BTreeMap<String, String>,
+    last_done: Option<Instant>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Tally> {
+        Ok(Tally {
+            latency: Histogram::new_with_bounds(1, HIST_MAX_US, 3)?,
+            ok: 0,
+            errors: BTreeMap::new(),
+            warmup_ok: 0,
+            warmup_errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            last_done: None,
+        })
+    }
+
+    fn success(&mut self, measured: bool, elapsed: Duration) {
+        if measured {
+            let us = u64::try_from(elapsed.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            self.latency.saturating_record(us);
+            self.ok += 1;
+            self.last_done = Some(Instant::now());
+        } else {
+            self.warmup_ok += 1;
+        }
+    }
+
+    fn error(&mut self, measured: bool, kind: String, detail: impl FnOnce() -> String) {
+        if !self.samples.contains_key(&kind) {
+            let mut d = detail();
+            d.truncate(300);
+            self.samples.insert(kind.clone(), d);
+        }
+        let map = if measured {
+            self.last_done = Some(Instant::now());
+            &mut self.errors
+        } else {
+            &mut self.warmup_errors
+        };
+        *map.entry(kind).or_insert(0) += 1;
+    }
+
+    fn merge(&mut self, other: Tally) -> anyhow::Result<()> {
+        self.latency.add(&other.latency)?;
+        self.ok += other.ok;
+        self.warmup_ok += other.warmup_ok;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in other.warmup_errors {
+            *self.warmup_errors.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in other.samples {
+            self.samples.entry(k).or_insert(v);
+        }
+        self.last_done = match (self.last_done, other.last_done) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(())
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    mean: f64,
+}
+
+/// The report, as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Report {
+    label: Option<String>,
+    protocol: Protocol,
+    port: u16,
+    path: String,
+    model: String,
+    rows: usize,
+    concurrency: usize,
+    threads: usize,
+    warmup_s: f64,
+    duration_s: f64,
+    elapsed_s: f64,
+    started_unix_ms: u128,
+    requests: u64,
+    ok: u64,
+    req_per_s: f64,
+    rows_per_s: f64,
+    latency_us: Latency,
+    errors: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+    error_samples: BTreeMap<String, String>,
+    warmup_ok: u64,
+    warmup_errors: BTreeMap<String, u64>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
+    if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+        bail!("--concurrency must be between 1 and {MAX_CONCURRENCY}");
+    }
+    if args.rows == 0 || args.rows > MAX_ROWS {
+        bail!("--rows must be between 1 and {MAX_ROWS}");
+    }
+    if args.duration.is_zero() || args.duration + args.warmup > MAX_RUN {
+        bail!("--duration must be positive and, with --warmup, at most {MAX_RUN:?}");
+    }
+    if args.threads == 0 || args.threads > 64 {
+        bail!("--threads must be between 1 and 64");
+    }
+    if args.timeout.is_zero() {
+        bail!("--timeout must be positive");
+    }
+    let golden = match &args.golden {
+        Some(p) => p.clone(),
+        None => default_golden()?,
+    };
+    let (width, values) = golden_rows(&golden, &args.input_name)?;
+    let plan = Arc::new(build_plan(args, width, &values)?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let (tally, elapsed, started) = runtime.block_on(drive(args, &plan))?;
+    let report = report(args, &plan, tally, elapsed, started);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", human(&report));
+        for (kind, sample) in &report.error_samples {
+            println!("  error {kind}: {sample}");
+        }
+    }
+    let failed = report.errors > 0 || report.warmup_errors.values().sum::<u64>() > 0;
+    Ok(if args.fail_on_errors && failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+fn default_golden() -> anyhow::Result<PathBuf> {
+    let rel = Path::new("models/boosted/2/golden.json");
+    let candidates = [
+        PathBuf::from(rel),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("cannot find {}; pass --golden", rel.display()))
+}
+
+/// The golden input rows: the row width and the flat values.
+fn golden_rows(path: &Path, input: &str) -> anyhow::Result<(usize, Vec<f64>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let tensor = &json["inputs"][input];
+    let shape: Vec<usize> = serde_json::from_value(tensor["shape"].clone())
+        .with_context(|| format!("{}: inputs.{input}.shape", path.display()))?;
+    let values: Vec<f64> = serde_json::from_value(tensor["data"].clone())
+        .with_context(|| format!("{}: inputs.{input}.data", path.display()))?;
+    let [rows, width] = shape[..] else {
+        bail!("{}: inputs.{input} is not two-dimensional", path.display());
+    };
+    if rows == 0 || width == 0 || values.len() != rows * width {
+        bail!(
+            "{}: inputs.{input} has an inconsistent shape",
+            path.display()
+        );
+    }
+    Ok((width, values))
+}
+
+fn build_plan(args: &Args, width: usize, golden: &[f64]) -> anyhow::Result<Plan> {
+    let available = golden.len() / width;
+    // Repeat the golden rows until there are enough.
+    let flat: Vec<f64> = (0..args.rows)
+        .flat_map(|r| {
+            let i = r % available;
+            golden[i * width..(i + 1) * width].iter().copied()
+        })
+        .collect();
+    let rows = args.rows;
+    let name = &args.input_name;
+    let id = args.with_id.then_some("loadgen");
+    let mut header_length = None;
+    let mut grpc = None;
+    let (default_path, body) = match args.protocol {
+        Protocol::HttpJson => {
+            let mut body = serde_json::json!({
+                "inputs": [{"name": name, "shape": [rows, width], "datatype": "FP32", "data": flat}]
+            });
+            if let Some(id) = id {
+                body["id"] = id.into();
+            }
+            (
+                format!("/v2/models/{}/infer", args.model),
+                serde_json::to_vec(&body)?,
+            )
+        }
+        Protocol::HttpBinary => {
+            let raw = le_f32(&flat);
+            let mut header = serde_json::json!({
+                "inputs": [{"name": name, "shape": [rows, width], "datatype": "FP32",
+                            "parameters": {"binary_data_size": raw.len()}}],
+                "parameters": {"binary_data_output": true}
+            });
+            if let Some(id) = id {
+                header["id"] = id.into();
+            }
+            let mut body = serde_json::to_vec(&header)?;
+            header_length = Some(body.len());
+            body.extend_from_slice(&raw);
+            (format!("/v2/models/{}/infer", args.model), body)
+        }
+        Protocol::KserveV1 => {
+            let instances: Vec<&[f64]> = flat.chunks(width).collect();
+            (
+                format!("/v1/models/{}:predict", args.model),
+                serde_json::to_vec(&serde_json::json!({ "instances": instances }))?,
+            )
+        }
+        Protocol::Mlflow => {
+            let inputs: Vec<&[f64]> = flat.chunks(width).collect();
+            (
+                "/invocations".to_owned(),
+                serde_json::to_vec(&serde_json::json!({ "inputs": inputs }))?,
+            )
+        }
+        Protocol::Grpc => {
+            grpc = Some(ModelInferRequest {
+                model_name: args.model.clone(),
+                id: id.unwrap_or_default().to_owned(),
+                inputs: vec![InferInputTensor {
+                    name: name.clone(),
+                    datatype: "FP32".to_owned(),
+                    shape: vec![i64::try_from(rows)?, i64::try_from(width)?],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![le_f32(&flat)],
+                ..Default::default()
+            });
+            (String::new(), Vec::new())
+        }
+    };
+    Ok(Plan {
+        protocol: args.protocol,
+        port: args.port,
+        path: args.path.clone().unwrap_or(default_path),
+        body: Bytes::from(body),
+        header_length,
+        grpc,
+        rows,
+        timeout: args.timeout,
+    })
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn le_f32(values: &[f64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect()
+}
+
+async fn drive(args: &Args, plan: &Arc<Plan>) -> anyhow::Result<(Tally, f64, u128)> {
+    // One request first, so a wrong port, path or body fails loudly.
+    preflight(plan).await?;
+    let started = Instant::now();
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let limit = args
+        .max_requests
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let clock = Arc::new(Clock {
+        warm_end: started + args.warmup,
+        end: started + args.warmup + args.duration,
+        budget: AtomicI64::new(limit.unwrap_or(-1)),
+        limited: limit.is_some(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let plan = plan.clone();
+        let clock = clock.clone();
+        if plan.protocol == Protocol::Grpc {
+            tasks.spawn(grpc_worker(plan, clock));
+        } else {
+            tasks.spawn(http_worker(plan, clock));
+        }
+    }
+    let mut total = Tally::new()?;
+    while let Some(done) = tasks.join_next().await {
+        total.merge(done.context("a client task panicked")??)?;
+    }
+    let measured_from = clock.warm_end;
+    let measured_to = total.last_done.unwrap_or(clock.end).max(clock.end);
+    let elapsed = measured_to
+        .checked_duration_since(measured_from)
+        .unwrap_or_default()
+        .as_secs_f64();
+    Ok((total, elapsed, started_unix_ms))
+}
+
+async fn preflight(plan: &Plan) -> anyhow::Result<()> {
+    let deadline = plan.timeout.max(Duration::from_secs(5));
+    if plan.protocol == Protocol::Grpc {
+        let mut client = grpc_connect(plan.port).await?;
+        let request = plan.grpc.clone().context("no gRPC request")?;
+        let answer = tokio::time::timeout(deadline, client.model_infer(request))
+            .await
+            .context("the first gRPC request timed out")?
+            .map_err(|s| {
+                anyhow::anyhow!(
+                    "the first gRPC request failed: {:?}: {}",
+                    s.code(),
+                    s.message()
+                )
+            })?;
+        if answer.get_ref().outputs.is_empty() {
+            bail!("the first gRPC answer has no outputs");
+        }
+        return Ok(());
+    }
+    let mut sender = http_connect(plan.port).await?;
+    let (status, body) = tokio::time::timeout(deadline, http_call(&mut sender, plan))
+        .await
+        .context("the first request timed out")??;
+    if status != http::StatusCode::OK {
+        bail!(
+            "the first request to 127.0.0.1:{}{} answered {status}: {}",
+            plan.port,
+            plan.path,
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        );
+    }
+    Ok(())
+}
+
+async fn http_connect(port: u16) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake failed")?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the server closes; a failed
+        // request reports the error itself.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+async fn http_call(
+    sender: &mut SendRequest<Full<Bytes>>,
+    plan: &Plan,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let mut request = http::Request::post(plan.path.as_str())
+        .header(http::header::HOST, format!("127.0.0.1:{}", plan.port))
+        .header(http::header::CONTENT_TYPE, content_type(plan));
+    if let Some(n) = plan.header_length {
+        request = request.header("inference-header-content-length", n);
+    }
+    let request = request.body(Full::new(plan.body.clone()))?;
+    sender.ready().await.context("connection closed")?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+fn content_type(plan: &Plan) -> &'static str {
+    if plan.header_length.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    }
+}
+
+async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new()?;
+    let mut conn: Option<SendRequest<Full<Bytes>>> = None;
+    loop {
+        let now = Instant::now();
+        if now >= clock.end {
+            break;
+        }
+        let measured = now >= clock.warm_end;
+        if measured && !clock.ticket() {
+            break;
+        }
+        if conn.is_none() {
+            match http_connect(plan.port).await {
+                Ok(s) => conn = Some(s),
+                Err(e) => {
+                    tally.error(measured, "connect".to_owned(), || format!("{e:#}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(sender) = conn.as_mut() else {
+            continue;
+        };
+        let start = Instant::now();
+        let outcome = tokio::time::timeout(plan.timeout, http_call(sender, &plan)).await;
+        let elapsed = start.elapsed();
+        match outcome {
+            Err(_) => {
+                tally.error(measured, "timeout".to_owned(), || {
+                    format!("no answer within {:?}", plan.timeout)
+                });
+                conn = None;
+            }
+            Ok(Err(e)) => {
+                tally.error(measured, "connection".to_owned(), || format!("{e:#}"));
+                conn = None;
+            }
+            Ok(Ok((status, _))) if status == http::StatusCode::OK => {
+                tally.success(measured, elapsed);
+            }
+            Ok(Ok((status, body))) => {
+                tally.error(measured, format!("http_{}", status.as_u16()), || {
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                });
+            }
+        }
+    }
+    Ok(tally)
+}
+
+async fn grpc_connect(port: u16) -> anyhow::Result<GrpcInferenceServiceClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to gRPC on 127.0.0.1:{port}"))?;
+    Ok(GrpcInferenceServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new()?;
+    let request = plan.grpc.clone().context("no gRPC request")?;
+    let mut client: Option<GrpcInferenceServiceClient<Channel>> = None;
+    loop {
+        let now = Instant::now();
+        if now >= clock.end {
+            break;
+        }
+        let measured = now >= clock.warm_end;
+        if measured && !clock.ticket() {
+            break;
+        }
+        if client.is_none() {
+            match grpc_connect(plan.port).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tally.error(measured, "connect".to_owned(), || format!("{e:#}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else {
+            continue;
+        };
+        let start = Instant::now();
+        let outcome = tokio::time::timeout(plan.timeout, c.model_infer(request.clone())).await;
+        let elapsed = start.elapsed();
+        match outcome {
+            Err(_) => {
+                tally.error(measured, "timeout".to_owned(), || {
+                    format!("no answer within {:?}", plan.timeout)
+                });
+                client = None;
+            }
+            Ok(Ok(_)) => tally.success(measured, elapsed),
+            Ok(Err(status)) => {
+                let kind = format!("grpc_{:?}", status.code());
+                if status.code() == tonic::Code::Unavailable {
+                    client = None;
+                }
+                tally.error(measured, kind, || status.message().to_owned());
+            }
+        }
+    }
+    Ok(tally)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn report(args: &Args, plan: &Plan, t: Tally, elapsed: f64, started_unix_ms: u128) -> Report {
+    let errors: u64 = t.errors.values().sum();
+    let rate = |n: u64| {
+        if elapsed > 0.0 {
+            n as f64 / elapsed
+        } else {
+            0.0
+        }
+    };
+    let h = &t.latency;
+    let q = |p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
+    };
+    Report {
+        label: args.label.clone(),
+        protocol: args.protocol,
+        port: args.port,
+        path: if plan.protocol == Protocol::Grpc {
+            "inference.GRPCInferenceService/ModelInfer".to_owned()
+        } else {
+            plan.path.clone()
+        },
+        model: args.model.clone(),
+        rows: plan.rows,
+        concurrency: args.concurrency,
+        threads: args.threads,
+        warmup_s: args.warmup.as_secs_f64(),
+        duration_s: args.duration.as_secs_f64(),
+        elapsed_s: elapsed,
+        started_unix_ms,
+        requests: t.ok + errors,
+        ok: t.ok,
+        req_per_s: rate(t.ok),
+        rows_per_s: rate(t.ok * plan.rows as u64),
+        latency_us: Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: if h.is_empty() { 0 } else { h.max() },
+            mean: if h.is_empty() { 0.0 } else { h.mean() },
+        },
+        errors,
+        errors_by_kind: t.errors,
+        error_samples: t.samples,
+        warmup_ok: t.warmup_ok,
+        warmup_errors: t.warmup_errors,
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1}ms", v as f64 / 1e3)
+    } else if v >= 1_000 {
+        format!("{:.2}ms", v as f64 / 1e3)
+    } else {
+        format!("{v}µs")
+    }
+}
+
+fn human(r: &Report) -> String {
+    let l = &r.latency_us;
+    let kinds: Vec<String> = r
+        .errors_by_kind
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let warm: u64 = r.warmup_errors.values().sum();
+    format!(
+        "{label}{proto:?} {model} rows={rows} c={c}: {rps:.0} req/s, {rows_s:.0} rows/s | p50 {p50} p90 {p90} p99 {p99} p99.9 {p999} max {max} | ok {ok}, errors {errors}{kinds}{warm}",
+        label = r
+            .label
+            .as_deref()
+            .map(|l| format!("[{l}] "))
+            .unwrap_or_default(),
+        proto = r.protocol,
+        model = r.model,
+        rows = r.rows,
+        c = r.concurrency,
+        rps = r.req_per_s,
+        rows_s = r.rows_per_s,
+        p50 = us(l.p50),
+        p90 = us(l.p90),
+        p99 = us(l.p99),
+        p999 = us(l.p999),
+        max = us(l.max),
+        ok = r.ok,
+        errors = r.errors,
+        kinds = if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        },
+        warm = if warm > 0 {
+            format!(", warm-up errors {warm}")
+        } else {
+            String::new()
+        },
+    )
+}

@@ -1,68 +1,496 @@
-//! `controller`: switchyard's rollout controller. For now it validates a
-//! model repository the way the gateway will load it; promote, rollback and
-//! the rest follow.
+//! `controller`: promote, abort, rollback, status, history, smoke, validate.
+//! Progress goes to stderr; the result to stdout, as text or `--json`.
+//! Exit codes: 0 done, 1 rolled back, 2 bad input (nothing changed),
+//! 3 the fleet needs a human, 4 another rollout holds the model, 5 the
+//! rollout log is corrupt, 6 paused.
 
 // A command-line tool prints its results.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use controller::fleet::{LocalFleet, Target};
+use controller::journal::{Journal, Phase, Rollout, Strategy};
+use controller::rollout::{
+    ControlError, Controller, Paths, PromoteOptions, logged_models, terminal,
+};
+use controller::suite::{SuiteFile, parse_duration};
 use switchyard_api::Manifest;
 
 #[derive(Parser)]
 #[command(
     name = "controller",
     version,
-    about = "switchyard's rollout controller"
+    about = "switchyard's rollout controller: promote a model version across a fleet of gateways with smoke tests, traffic steps, analysis and automatic rollback"
 )]
 struct Cli {
-    /// Print machine-readable JSON instead of text.
+    /// Print the result as JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Admin URLs of the fleet's gateways, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_GATEWAYS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8003"
+    )]
+    gateways: Vec<String>,
+    /// Bearer token of the gateways' admin APIs.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// The model repository.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_MODELS",
+        default_value = "models"
+    )]
+    models: PathBuf,
+    /// Smoke suites and rollout settings, `<dir>/<model>.toml`.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_SMOKE_TESTS",
+        default_value = "smoke-tests"
+    )]
+    smoke_tests: PathBuf,
+    /// Rollout logs and locks.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_STATE_DIR",
+        default_value = ".state/controller"
+    )]
+    state_dir: PathBuf,
+    /// How long a gateway may take to answer an admin call.
+    #[arg(long, global = true, default_value = "10s")]
+    gateway_timeout: String,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Check every version's manifest and file hashes in a repository.
-    Validate {
-        /// The repository.
-        #[arg(long, env = "SWITCHYARD_MODELS", default_value = "models")]
-        models: PathBuf,
-    },
+#[derive(Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    BlueGreen,
+    Canary,
+    Shadow,
 }
 
-#[derive(serde::Serialize)]
-struct Finding {
-    model: String,
-    version: String,
-    ok: bool,
-    error: Option<String>,
+#[derive(Subcommand)]
+enum Command {
+    /// Roll a version out: load into standby, smoke-test, shift, analyse, promote or roll back.
+    Promote {
+        /// The model.
+        model: String,
+        /// The version [default: the newest in the repository].
+        #[arg(long)]
+        version: Option<u64>,
+        /// How traffic moves [default: the model's file, else canary].
+        #[arg(long, value_enum)]
+        strategy: Option<StrategyArg>,
+        /// Canary steps for the new version, in percent [default: 10,50,100].
+        #[arg(long, value_delimiter = ',')]
+        steps: Option<Vec<u32>>,
+        /// Bake time after each step, e.g. 30s [default: 30s].
+        #[arg(long)]
+        bake: Option<String>,
+        /// Skip the steps: all traffic at once after the smoke tests.
+        #[arg(long)]
+        full: bool,
+        /// Percent of live traffic mirrored in the shadow phase [default: 100].
+        #[arg(long)]
+        shadow_percent: Option<u32>,
+        /// Continue the interrupted rollout of this model.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Continue an interrupted or paused rollout (promote --resume).
+    Resume {
+        /// The model.
+        model: String,
+    },
+    /// Undo a rollout in progress: every gateway back on the old version.
+    Abort {
+        /// The model.
+        model: String,
+    },
+    /// After a promotion, put the previous version back in front of all traffic.
+    #[command(alias = "undo")]
+    Rollback {
+        /// The model.
+        model: String,
+    },
+    /// Rollout phase and fleet routing of one model or all.
+    Status {
+        /// The model [default: every model with a rollout log].
+        model: Option<String>,
+    },
+    /// Every rollout of a model, oldest first.
+    History {
+        /// The model.
+        model: String,
+    },
+    /// Run a version's smoke suite against the slot that holds it; no traffic change.
+    Smoke {
+        /// The model.
+        model: String,
+        /// The version, which must be loaded in a slot.
+        #[arg(long)]
+        version: u64,
+    },
+    /// Check every version's manifest and file hashes in the repository.
+    Validate,
+}
+
+fn progress(line: &str) {
+    eprintln!("{line}");
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { models } => validate(&models, cli.json),
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("controller: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let paths = Paths {
+        models: cli.models.clone(),
+        suites: cli.smoke_tests.clone(),
+        state: cli.state_dir.clone(),
+    };
+    if let Command::Validate = cli.command {
+        return validate(&paths.models, cli.json);
     }
+    if let Command::History { model } = &cli.command {
+        return finish(
+            cli.json,
+            Journal::new(&paths.state, model)
+                .read()
+                .map_err(ControlError::from)
+                .map(|h| serde_json::json!(h)),
+            |v| {
+                v.as_array()
+                    .map(|rs| rs.iter().map(line).collect::<Vec<_>>().join("\n"))
+                    .unwrap_or_default()
+            },
+        );
+    }
+    let timeout = match parse_duration(&cli.gateway_timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(
+                cli.json,
+                &ControlError::Invalid(format!("--gateway-timeout: {e}")),
+            );
+        }
+    };
+    let fleet = match LocalFleet::connect(
+        &cli.gateways,
+        cli.admin_token.clone(),
+        timeout,
+        timeout * 12,
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => return fail(cli.json, &ControlError::Invalid(e.to_string())),
+    };
+    let controller = Controller::new(&fleet, paths.clone(), progress);
+    let result = match cli.command {
+        Command::Promote {
+            model,
+            version,
+            strategy,
+            steps,
+            bake,
+            full,
+            shadow_percent,
+            resume,
+        } => {
+            match options(
+                &paths,
+                &model,
+                version,
+                strategy,
+                steps,
+                bake,
+                full,
+                shadow_percent,
+                resume,
+            ) {
+                Ok(opts) => controller
+                    .promote(&model, &opts)
+                    .await
+                    .map(|r| serde_json::json!(r)),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Resume { model } => {
+            match options(&paths, &model, None, None, None, None, false, None, true) {
+                Ok(opts) => controller
+                    .promote(&model, &opts)
+                    .await
+                    .map(|r| serde_json::json!(r)),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Abort { model } => controller.abort(&model).await.map(|r| serde_json::json!(r)),
+        Command::Rollback { model } => controller
+            .rollback(&model)
+            .await
+            .map(|r| serde_json::json!(r)),
+        Command::Status { model } => status(&fleet, &paths, model).await,
+        Command::Smoke { model, version } => {
+            smoke(&controller, &fleet, &paths, &model, version).await
+        }
+        Command::History { .. } | Command::Validate => unreachable_command(),
+    };
+    finish(cli.json, result, |v| {
+        if v.get("phase").is_some() {
+            line(v)
+        } else {
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        }
+    })
+}
+
+fn unreachable_command() -> Result<serde_json::Value, ControlError> {
+    Err(ControlError::Invalid("handled above".into()))
+}
+
+#[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
+fn options(
+    paths: &Paths,
+    model: &str,
+    version: Option<u64>,
+    strategy: Option<StrategyArg>,
+    steps: Option<Vec<u32>>,
+    bake: Option<String>,
+    full: bool,
+    shadow_percent: Option<u32>,
+    resume: bool,
+) -> Result<PromoteOptions, ControlError> {
+    let (file, _) = SuiteFile::load(&paths.suites, model)?;
+    let strategy = match strategy {
+        Some(StrategyArg::BlueGreen) => Strategy::BlueGreen,
+        Some(StrategyArg::Canary) => Strategy::Canary,
+        Some(StrategyArg::Shadow) => Strategy::Shadow,
+        None => match file.rollout.strategy.as_deref() {
+            None | Some("canary") => Strategy::Canary,
+            Some("blue-green") => Strategy::BlueGreen,
+            Some("shadow") => Strategy::Shadow,
+            Some(other) => {
+                return Err(ControlError::Invalid(format!(
+                    "rollout.strategy {other:?} must be blue-green, canary or shadow"
+                )));
+            }
+        },
+    };
+    let strategy = if full { Strategy::BlueGreen } else { strategy };
+    let bake = match bake {
+        Some(b) => parse_duration(&b).map_err(ControlError::Invalid)?,
+        None => file
+            .rollout
+            .bake()
+            .map_err(ControlError::Invalid)?
+            .unwrap_or(Duration::from_secs(30)),
+    };
+    let shadow_percent = shadow_percent
+        .or(file.rollout.shadow_percent)
+        .unwrap_or(100);
+    if shadow_percent == 0 || shadow_percent > 100 {
+        return Err(ControlError::Invalid(format!(
+            "shadow percent {shadow_percent} must be 1 to 100"
+        )));
+    }
+    Ok(PromoteOptions {
+        version,
+        strategy,
+        steps: steps
+            .or(file.rollout.steps)
+            .unwrap_or_else(|| vec![10, 50, 100]),
+        bake,
+        shadow_percent,
+        thresholds: file.analysis,
+        resume,
+    })
+}
+
+async fn status(
+    fleet: &LocalFleet,
+    paths: &Paths,
+    model: Option<String>,
+) -> Result<serde_json::Value, ControlError> {
+    let models = match model {
+        Some(m) => vec![m],
+        None => logged_models(&paths.state),
+    };
+    let mut out = Vec::new();
+    for model in models {
+        let rollout = Journal::new(&paths.state, &model).current()?;
+        let routes = fleet.routes(&model).await;
+        let consistent = routes.as_ref().is_ok_and(|rs| {
+            rs.windows(2)
+                .all(|w| w[0].weights == w[1].weights && w[0].live == w[1].live)
+        });
+        let health = match rollout.as_ref().map(|r| r.phase) {
+            Some(Phase::Paused) => "Paused",
+            Some(p) if !terminal(p) => "Progressing",
+            _ if !consistent => "Degraded",
+            Some(Phase::RolledBack) => "Degraded",
+            _ => "Healthy",
+        };
+        out.push(serde_json::json!({
+            "model": model,
+            "status": health,
+            "rollout": rollout,
+            "gateways": routes.map_err(|e| e.to_string()),
+        }));
+    }
+    Ok(serde_json::json!(out))
+}
+
+async fn smoke(
+    controller: &Controller<'_, LocalFleet>,
+    fleet: &LocalFleet,
+    paths: &Paths,
+    model: &str,
+    version: u64,
+) -> Result<serde_json::Value, ControlError> {
+    let dir = paths.models.join(model).join(version.to_string());
+    let manifest = Manifest::load(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let (suite, path) = SuiteFile::load(&paths.suites, model)?;
+    let problems = suite.problems(&manifest);
+    if !problems.is_empty() {
+        return Err(controller::suite::SuiteError::Mismatch {
+            path,
+            model: model.into(),
+            version,
+            problems,
+        }
+        .into());
+    }
+    let routes = fleet
+        .routes(model)
+        .await
+        .map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let slot = routes
+        .first()
+        .and_then(|r| {
+            [r.live, r.live.other()].into_iter().find(|&s| {
+                match s {
+                    switchyard_api::admin::Slot::Blue => r.blue.as_ref(),
+                    switchyard_api::admin::Slot::Green => r.green.as_ref(),
+                }
+                .is_some_and(|v| v.version == version)
+            })
+        })
+        .ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "version {version} of {model} is not loaded in a slot; load it first (promote does)"
+            ))
+        })?;
+    let report = controller::smoke::run(
+        &controller.client,
+        &fleet.inference_urls(),
+        &suite,
+        model,
+        version,
+        slot,
+    )
+    .await;
+    if report.passed() {
+        Ok(
+            serde_json::json!({"model": model, "version": version, "slot": slot, "passed": true, "report": report}),
+        )
+    } else {
+        Err(ControlError::RolledBack(format!(
+            "smoke tests failed (no traffic was changed): {}",
+            report.failures.join("; ")
+        )))
+    }
+}
+
+fn line(v: &serde_json::Value) -> String {
+    let r: Option<Rollout> = serde_json::from_value(v.clone()).ok();
+    match r {
+        Some(r) => format!(
+            "{} {:?} {} v{} -> v{} weights blue {} / green {}{}",
+            r.id,
+            r.phase,
+            r.model,
+            r.from_version.map_or_else(|| "-".into(), |x| x.to_string()),
+            r.to_version,
+            r.weights.blue,
+            r.weights.green,
+            r.reason.map(|x| format!(" ({x})")).unwrap_or_default()
+        ),
+        None => v.to_string(),
+    }
+}
+
+fn finish(
+    json: bool,
+    result: Result<serde_json::Value, ControlError>,
+    text: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    match result {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("{}", text(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(json, &e),
+    }
+}
+
+fn fail(json: bool, e: &ControlError) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()})
+        );
+    }
+    eprintln!("controller: {e}");
+    ExitCode::from(e.exit_code())
 }
 
 fn validate(root: &std::path::Path, json: bool) -> ExitCode {
     let mut findings = Vec::new();
-    let models = match std::fs::read_dir(root) {
+    let mut models: Vec<PathBuf> = match std::fs::read_dir(root) {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.is_dir()),
+            .filter(|p| p.is_dir())
+            .collect(),
         Err(e) => {
-            eprintln!("controller: cannot read repository {}: {e}", root.display());
-            return ExitCode::from(2);
+            return fail(
+                json,
+                &ControlError::Invalid(format!("cannot read repository {}: {e}", root.display())),
+            );
         }
     };
-    let mut models: Vec<PathBuf> = models.collect();
     models.sort();
     for model in models {
         let mut versions: Vec<PathBuf> = std::fs::read_dir(&model)
@@ -75,21 +503,15 @@ fn validate(root: &std::path::Path, json: bool) -> ExitCode {
             .unwrap_or_default();
         versions.sort();
         for dir in versions {
-            let name = |p: &std::path::Path| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            };
             let result = Manifest::load(&dir).and_then(|m| m.verify_files(&dir));
-            findings.push(Finding {
-                model: name(&model),
-                version: name(&dir),
-                ok: result.is_ok(),
-                error: result.err().map(|e| e.to_string()),
-            });
+            findings.push(serde_json::json!({
+                "version": dir.strip_prefix(root).unwrap_or(&dir).display().to_string(),
+                "ok": result.is_ok(),
+                "error": result.err().map(|e| e.to_string()),
+            }));
         }
     }
-    let failed = findings.iter().filter(|f| !f.ok).count();
+    let failed = findings.iter().filter(|f| f["ok"] == false).count();
     if json {
         println!(
             "{}",
@@ -97,9 +519,9 @@ fn validate(root: &std::path::Path, json: bool) -> ExitCode {
         );
     } else {
         for f in &findings {
-            match &f.error {
-                None => println!("ok      {}/{}", f.model, f.version),
-                Some(e) => println!("FAILED  {}/{}: {e}", f.model, f.version),
+            match f["error"].as_str() {
+                None => println!("ok      {}", f["version"].as_str().unwrap_or("")),
+                Some(e) => println!("FAILED  {}: {e}", f["version"].as_str().unwrap_or("")),
             }
         }
         println!("{} versions, {failed} failed", findings.len());
@@ -107,6 +529,6 @@ fn validate(root: &std::path::Path, json: bool) -> ExitCode {
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(2)
     }
 }

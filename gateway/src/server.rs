@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use switchyard_api::grpc::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -152,7 +153,16 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
     serve_http(
         &mut tasks,
         admin_listener,
-        http::admin::router(app, config.admin_token.clone()),
+        http::admin::router(
+            app,
+            config.admin_token.clone(),
+            http::admin::GatewayInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                http: addrs.http.to_string(),
+                grpc: addrs.grpc.to_string(),
+                metrics: addrs.metrics.to_string(),
+            },
+        ),
         stopped.clone(),
     );
 
@@ -170,7 +180,7 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(inference)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(nodelay(grpc_listener), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             })
             .await;
@@ -208,6 +218,18 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
     })
 }
 
+/// The gRPC listener's connections, each with TCP_NODELAY (see `serve_http`).
+fn nodelay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
+}
+
 fn serve_http(
     tasks: &mut JoinSet<()>,
     listener: TcpListener,
@@ -215,6 +237,12 @@ fn serve_http(
     mut stopped: watch::Receiver<bool>,
 ) {
     tasks.spawn(async move {
+        // Answers are small and written in parts (head, body): without
+        // TCP_NODELAY, Nagle's algorithm holds the last part for the peer's
+        // delayed ACK, about 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;

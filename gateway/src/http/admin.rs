@@ -21,11 +21,14 @@ use super::error::HttpError;
 #[derive(Clone)]
 struct Token(Option<Arc<str>>);
 
+pub use switchyard_api::admin::GatewayInfo;
+
 /// The admin router; `token`, when set, is required as `Authorization:
 /// Bearer <token>` on every call.
-pub fn router(app: App, token: Option<String>) -> Router {
+pub fn router(app: App, token: Option<String>, listeners: GatewayInfo) -> Router {
     let token = Token(token.map(Arc::from));
     Router::new()
+        .route("/admin/info", get(move || async move { Json(listeners) }))
         .route(
             "/admin/health",
             get(|| async { Json(serde_json::json!({ "ok": true })) }),

@@ -1,0 +1,727 @@
+//! The rollout state machine:
+//! `pending → loading → smoke_testing → [shadowing] → shifting(step) →
+//! baking → … → promoted | rolled_back | aborted`.
+//!
+//! Every transition is appended to the rollout log (synced) *before* it is
+//! acted on, and every action is idempotent, so a controller killed at any
+//! moment can `--resume` (redo the recorded step) or `abort` (put every
+//! gateway back on the old version). The live slot never changes before
+//! promotion; a failed check, smoke test or gateway rolls back everywhere.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use switchyard_api::Manifest;
+use switchyard_api::admin::{RouteView, Slot, Weights};
+
+use crate::analysis::{self, Snapshot};
+use crate::fleet::{FleetError, Target};
+use crate::journal::{CheckResult, Journal, JournalError, Phase, Rollout, Strategy, now_ms};
+use crate::smoke;
+use crate::suite::{Inconclusive, SuiteError, SuiteFile, Thresholds};
+
+/// What a promote was asked for.
+#[derive(Debug, Clone)]
+pub struct PromoteOptions {
+    /// The version; `None` for the newest in the repository.
+    pub version: Option<u64>,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Green's weight steps (canary).
+    pub steps: Vec<u32>,
+    /// Bake time after each step.
+    pub bake: Duration,
+    /// Percent mirrored in the shadow phase.
+    pub shadow_percent: u32,
+    /// Analysis thresholds.
+    pub thresholds: Thresholds,
+    /// Continue the interrupted rollout instead of starting one.
+    pub resume: bool,
+}
+
+/// Why a command could not do its work. Each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Bad input, found before anything changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// A suite that does not fit.
+    #[error(transparent)]
+    Suite(#[from] SuiteError),
+    /// The log or lock.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The rollout failed and every gateway is back on the old version.
+    #[error("rolled back: {0}")]
+    RolledBack(String),
+    /// Gateways could not be brought to one state; a human must look.
+    #[error("{0}")]
+    Fleet(String),
+    /// Stopped for a human (`resume` or `abort` next).
+    #[error("paused: {0}")]
+    Paused(String),
+}
+
+impl ControlError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ControlError::RolledBack(_) => 1,
+            ControlError::Invalid(_) | ControlError::Suite(_) => 2,
+            ControlError::Fleet(_) => 3,
+            ControlError::Journal(JournalError::Locked { .. }) => 4,
+            ControlError::Journal(_) => 5,
+            ControlError::Paused(_) => 6,
+        }
+    }
+}
+
+/// Where the controller keeps and finds things.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The model repository.
+    pub models: PathBuf,
+    /// Smoke suites and rollout settings.
+    pub suites: PathBuf,
+    /// Rollout logs and locks.
+    pub state: PathBuf,
+}
+
+/// Runs rollouts against a target, reporting progress as it goes.
+#[derive(Debug)]
+pub struct Controller<'a, T: Target> {
+    /// Where rollouts act.
+    pub target: &'a T,
+    /// Folders.
+    pub paths: Paths,
+    /// Progress lines go here (stderr in the CLI).
+    pub progress: fn(&str),
+    /// HTTP client for smoke tests and scrapes.
+    pub client: reqwest::Client,
+    started: Instant,
+}
+
+impl<'a, T: Target> Controller<'a, T> {
+    /// A controller over `target`.
+    pub fn new(target: &'a T, paths: Paths, progress: fn(&str)) -> Self {
+        Controller {
+            target,
+            paths,
+            progress,
+            client: reqwest::Client::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn say(&self, text: &str) {
+        (self.progress)(&format!(
+            "[{:>7.2}s] {text}",
+            self.started.elapsed().as_secs_f64()
+        ));
+    }
+
+    fn record(
+        &self,
+        journal: &Journal,
+        rollout: &mut Rollout,
+        phase: Phase,
+    ) -> Result<(), ControlError> {
+        rollout.phase = phase;
+        rollout.updated_ms = now_ms();
+        journal.append(rollout)?;
+        Ok(())
+    }
+
+    /// The newest version of a model in the repository.
+    fn newest(&self, model: &str) -> Result<u64, ControlError> {
+        let dir = self.paths.models.join(model);
+        let entries = std::fs::read_dir(&dir).map_err(|_| {
+            ControlError::Invalid(format!(
+                "model {model:?} is not in the repository {}",
+                self.paths.models.display()
+            ))
+        })?;
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse::<u64>().ok()))
+            .filter(|v| dir.join(v.to_string()).join("model.toml").is_file())
+            .max()
+            .ok_or_else(|| ControlError::Invalid(format!("model {model:?} has no versions")))
+    }
+
+    /// Checks a version's files and its suite before anything is loaded.
+    fn verify(&self, model: &str, version: u64) -> Result<SuiteFile, ControlError> {
+        let dir = self.paths.models.join(model).join(version.to_string());
+        if !dir.join("model.toml").is_file() {
+            return Err(ControlError::Invalid(format!(
+                "version {version} of model {model:?} is not in the repository"
+            )));
+        }
+        let manifest = Manifest::load(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        manifest
+            .verify_files(&dir)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let (suite, path) = SuiteFile::load(&self.paths.suites, model)?;
+        let problems = suite.problems(&manifest);
+        if !problems.is_empty() {
+            return Err(SuiteError::Mismatch {
+                path,
+                model: model.to_owned(),
+                version,
+                problems,
+            }
+            .into());
+        }
+        Ok(suite)
+    }
+
+    /// The fleet's route of a model, which every gateway must agree on.
+    async fn fleet_route(&self, model: &str) -> Result<RouteView, ControlError> {
+        let routes = self
+            .target
+            .routes(model)
+            .await
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let first = routes
+            .first()
+            .cloned()
+            .ok_or_else(|| ControlError::Invalid("no gateways".into()))?;
+        let key = |r: &RouteView| {
+            (
+                r.live,
+                r.weights,
+                r.blue.as_ref().map(|s| s.version),
+                r.green.as_ref().map(|s| s.version),
+            )
+        };
+        if let Some(other) = routes.iter().find(|r| key(r) != key(&first)) {
+            return Err(ControlError::Fleet(format!(
+                "the gateways disagree about {model}: {:?} vs {:?}; run `controller abort {model}` or fix by hand",
+                key(&first),
+                key(other)
+            )));
+        }
+        Ok(first)
+    }
+
+    /// `promote`: plan or resume a rollout and drive it to the end.
+    ///
+    /// # Errors
+    /// [`ControlError`]; the fleet is then all on the old version unless
+    /// the error says otherwise.
+    pub async fn promote(
+        &self,
+        model: &str,
+        opts: &PromoteOptions,
+    ) -> Result<Rollout, ControlError> {
+        let _lock = Journal::lock(&self.paths.state, model)?;
+        let journal = Journal::new(&self.paths.state, model);
+        let current = journal.current()?;
+        let mut rollout = match (opts.resume, current) {
+            (true, Some(r)) if !terminal(r.phase) => {
+                self.say(&format!(
+                    "resuming rollout {} of {model} v{} at {:?}",
+                    r.id, r.to_version, r.phase
+                ));
+                r
+            }
+            (true, _) => {
+                return Err(ControlError::Invalid(format!(
+                    "{model} has no interrupted rollout to resume"
+                )));
+            }
+            (false, Some(r)) if !terminal(r.phase) => {
+                return Err(ControlError::Invalid(format!(
+                    "rollout {} of {model} v{} stopped at {:?}; `controller promote {model} --resume` finishes it, `controller abort {model}` undoes it",
+                    r.id, r.to_version, r.phase
+                )));
+            }
+            (false, _) => match self.plan(model, opts).await? {
+                Some(r) => r,
+                None => {
+                    return Ok(journal.current()?.unwrap_or_else(|| noop(model)));
+                }
+            },
+        };
+        let suite = self.verify(model, rollout.to_version)?;
+        if rollout.phase == Phase::Pending {
+            self.record(&journal, &mut rollout, Phase::Pending)?;
+        }
+        match self.drive(&journal, &mut rollout, &suite, opts).await {
+            Ok(()) => Ok(rollout),
+            Err(Step::Failed(reason)) => {
+                self.say(&format!("FAILED: {reason}; rolling back"));
+                self.roll_back(&journal, &mut rollout, &reason, Phase::RolledBack)
+                    .await?;
+                Err(ControlError::RolledBack(reason))
+            }
+            Err(Step::Paused(reason)) => {
+                rollout.reason = Some(reason.clone());
+                self.record(&journal, &mut rollout, Phase::Paused)?;
+                self.say(&format!(
+                    "PAUSED: {reason}; `controller resume {model}` or `controller abort {model}`"
+                ));
+                Err(ControlError::Paused(reason))
+            }
+            Err(Step::Abort(e)) => Err(e),
+        }
+    }
+
+    async fn plan(
+        &self,
+        model: &str,
+        opts: &PromoteOptions,
+    ) -> Result<Option<Rollout>, ControlError> {
+        let version = match opts.version {
+            Some(v) => v,
+            None => self.newest(model)?,
+        };
+        self.verify(model, version)?;
+        let route = self.fleet_route(model).await?;
+        let live = route.live;
+        let from = match live {
+            Slot::Blue => route.blue.as_ref(),
+            Slot::Green => route.green.as_ref(),
+        }
+        .map(|s| s.version);
+        if from == Some(version) && route.weights.of(live) == 100 {
+            self.say(&format!(
+                "{model} v{version} is already live on {}; nothing to do",
+                self.target.describe()
+            ));
+            return Ok(None);
+        }
+        let steps = match opts.strategy {
+            Strategy::Canary => opts.steps.clone(),
+            Strategy::BlueGreen | Strategy::Shadow => vec![100],
+        };
+        if steps.is_empty()
+            || steps.last() != Some(&100)
+            || steps.windows(2).any(|w| w[0] >= w[1])
+            || steps[0] == 0
+        {
+            return Err(ControlError::Invalid(format!(
+                "steps {steps:?} must rise from above 0 to end at 100"
+            )));
+        }
+        let now = now_ms();
+        Ok(Some(Rollout {
+            id: format!("{model}-{version}-{now}"),
+            model: model.to_owned(),
+            strategy: opts.strategy,
+            from_version: from,
+            to_version: version,
+            old_slot: live,
+            steps,
+            step: 0,
+            phase: Phase::Pending,
+            weights: route.weights,
+            reason: None,
+            checks: Vec::new(),
+            started_ms: now,
+            updated_ms: now,
+        }))
+    }
+
+    async fn drive(
+        &self,
+        journal: &Journal,
+        r: &mut Rollout,
+        suite: &SuiteFile,
+        opts: &PromoteOptions,
+    ) -> Result<(), Step> {
+        let (model, version, new) = (r.model.clone(), r.to_version, r.old_slot.other());
+        if matches!(r.phase, Phase::RollingBack) {
+            return Err(Step::Failed(
+                r.reason
+                    .clone()
+                    .unwrap_or_else(|| "an interrupted rollback".into()),
+            ));
+        }
+        if matches!(r.phase, Phase::Pending | Phase::Loading) {
+            self.record(journal, r, Phase::Loading)
+                .map_err(Step::Abort)?;
+            self.say(&format!(
+                "loading {model} v{version} into {new} on {}",
+                self.target.describe()
+            ));
+            let t = Instant::now();
+            self.target
+                .load(&model, new, version)
+                .await
+                .map_err(fleet_failed)?;
+            self.say(&format!(
+                "loaded and warm everywhere in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            ));
+        }
+        if matches!(r.phase, Phase::Loading | Phase::SmokeTesting) {
+            self.record(journal, r, Phase::SmokeTesting)
+                .map_err(Step::Abort)?;
+            let report = smoke::run(
+                &self.client,
+                &self.target.inference_urls(),
+                suite,
+                &model,
+                version,
+                new,
+            )
+            .await;
+            if !report.passed() {
+                return Err(Step::Failed(format!(
+                    "smoke tests failed: {}",
+                    report.failures.join("; ")
+                )));
+            }
+            self.say(&format!(
+                "smoke tests passed: {} runs against {new} alone, slowest {:.1} ms",
+                report.runs, report.slowest_ms
+            ));
+        }
+        if r.strategy == Strategy::Shadow
+            && matches!(r.phase, Phase::SmokeTesting | Phase::Shadowing)
+        {
+            self.shadow_phase(journal, r, opts).await?;
+        }
+        while r.step < r.steps.len() {
+            let w = r.steps[r.step];
+            let weights = weights_for(r.old_slot, w);
+            if r.phase != Phase::Baking || r.weights != weights {
+                r.weights = weights;
+                r.checks.clear();
+                self.record(journal, r, Phase::Shifting)
+                    .map_err(Step::Abort)?;
+                self.target
+                    .set_weights(&model, weights)
+                    .await
+                    .map_err(fleet_failed)?;
+                self.say(&format!(
+                    "step {}/{}: {new} {w}% ({}: {}%)",
+                    r.step + 1,
+                    r.steps.len(),
+                    r.old_slot,
+                    100 - w
+                ));
+                self.record(journal, r, Phase::Baking)
+                    .map_err(Step::Abort)?;
+            }
+            if !opts.bake.is_zero() {
+                let checks = self.bake(&model, version, new, opts).await;
+                r.checks.clone_from(&checks);
+                self.record(journal, r, Phase::Baking)
+                    .map_err(Step::Abort)?;
+                judge(&checks, &opts.thresholds)?;
+            }
+            r.step += 1;
+        }
+        r.reason = None;
+        self.record(journal, r, Phase::Promoted)
+            .map_err(Step::Abort)?;
+        self.say(&format!(
+            "PROMOTED: {model} v{version} is live in {new}; v{} stays warm in {} for an instant rollback",
+            r.from_version.map_or_else(|| "-".into(), |v| v.to_string()),
+            r.old_slot
+        ));
+        Ok(())
+    }
+
+    async fn shadow_phase(
+        &self,
+        journal: &Journal,
+        r: &mut Rollout,
+        opts: &PromoteOptions,
+    ) -> Result<(), Step> {
+        let (model, version, new) = (r.model.clone(), r.to_version, r.old_slot.other());
+        self.record(journal, r, Phase::Shadowing)
+            .map_err(Step::Abort)?;
+        self.target
+            .set_shadow(&model, opts.shadow_percent)
+            .await
+            .map_err(fleet_failed)?;
+        self.say(&format!(
+            "shadowing {}% of live traffic to {new} for {:?}",
+            opts.shadow_percent, opts.bake
+        ));
+        let before = self.scrape(&model, version, new).await;
+        tokio::time::sleep(opts.bake).await;
+        let after = self.scrape(&model, version, new).await;
+        let check = match (before, after) {
+            (Ok(b), Ok(a)) => analysis::shadow_check(&a.since(&b), &opts.thresholds),
+            (Err(e), _) | (_, Err(e)) => {
+                scrape_failed("shadow_agreement", opts.thresholds.min_shadow_agreement, &e)
+            }
+        };
+        self.report(&check);
+        r.checks = vec![check.clone()];
+        self.target
+            .set_shadow(&model, 0)
+            .await
+            .map_err(fleet_failed)?;
+        judge(&[check], &opts.thresholds)
+    }
+
+    async fn bake(
+        &self,
+        model: &str,
+        version: u64,
+        slot: Slot,
+        opts: &PromoteOptions,
+    ) -> Vec<CheckResult> {
+        self.say(&format!("baking {:?}", opts.bake));
+        let before = self.scrape(model, version, slot).await;
+        tokio::time::sleep(opts.bake).await;
+        let after = self.scrape(model, version, slot).await;
+        let checks = match (before, after) {
+            (Ok(b), Ok(a)) => analysis::traffic_checks(&a.since(&b), &opts.thresholds),
+            (Err(e), _) | (_, Err(e)) => vec![
+                scrape_failed("error_rate", opts.thresholds.max_error_rate, &e),
+                scrape_failed("p99_latency_ms", opts.thresholds.max_p99_ms, &e),
+            ],
+        };
+        for c in &checks {
+            self.report(c);
+        }
+        checks
+    }
+
+    fn report(&self, c: &CheckResult) {
+        let value = c
+            .value
+            .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.4}"));
+        self.say(&format!(
+            "  check {:<18} {:<12} value {value} threshold {} — {}",
+            c.name, c.verdict, c.threshold, c.detail
+        ));
+    }
+
+    async fn scrape(&self, model: &str, version: u64, slot: Slot) -> Result<Snapshot, String> {
+        let mut snapshot = Snapshot::default();
+        for url in self.target.metrics_urls() {
+            let text = self
+                .client
+                .get(&url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| format!("scrape of {url} failed: {e}"))?
+                .text()
+                .await
+                .map_err(|e| format!("scrape of {url} failed: {e}"))?;
+            snapshot.add(&text, model, version, slot);
+        }
+        Ok(snapshot)
+    }
+
+    async fn roll_back(
+        &self,
+        journal: &Journal,
+        r: &mut Rollout,
+        reason: &str,
+        end: Phase,
+    ) -> Result<(), ControlError> {
+        r.reason = Some(reason.to_owned());
+        self.record(journal, r, Phase::RollingBack)?;
+        let t = Instant::now();
+        let model = r.model.clone();
+        let undone = async {
+            self.target.set_shadow(&model, 0).await?;
+            self.target
+                .set_weights(&model, Weights::all_to(r.old_slot))
+                .await
+        }
+        .await;
+        if let Err(e) = undone {
+            return Err(ControlError::Fleet(format!(
+                "rollback of {model} is incomplete: {e}; the log keeps it as rolling back — rerun `controller abort {model}`"
+            )));
+        }
+        r.weights = Weights::all_to(r.old_slot);
+        self.record(journal, r, end)?;
+        self.say(&format!(
+            "every gateway is back on v{} in {} ({:.0} ms)",
+            r.from_version.map_or_else(|| "-".into(), |v| v.to_string()),
+            r.old_slot,
+            t.elapsed().as_secs_f64() * 1e3
+        ));
+        Ok(())
+    }
+
+    /// `abort`: undo an interrupted or running rollout on every gateway.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    pub async fn abort(&self, model: &str) -> Result<Rollout, ControlError> {
+        let _lock = Journal::lock(&self.paths.state, model)?;
+        let journal = Journal::new(&self.paths.state, model);
+        let mut r = journal
+            .current()?
+            .filter(|r| !terminal(r.phase))
+            .ok_or_else(|| {
+                ControlError::Invalid(format!("{model} has no rollout in progress to abort"))
+            })?;
+        self.say(&format!(
+            "aborting rollout {} of {model} v{} (at {:?})",
+            r.id, r.to_version, r.phase
+        ));
+        self.roll_back(&journal, &mut r, "aborted by an operator", Phase::Aborted)
+            .await?;
+        Ok(r)
+    }
+
+    /// `rollback` / `undo`: after a promotion, put the previous version
+    /// (still warm in the other slot) back in front of all traffic.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    pub async fn rollback(&self, model: &str) -> Result<Rollout, ControlError> {
+        let _lock = Journal::lock(&self.paths.state, model)?;
+        let journal = Journal::new(&self.paths.state, model);
+        if let Some(r) = journal.current()?.filter(|r| !terminal(r.phase)) {
+            return Err(ControlError::Invalid(format!(
+                "rollout {} of {model} is in progress; use `controller abort {model}`",
+                r.id
+            )));
+        }
+        let route = self.fleet_route(model).await?;
+        let standby = route.live.other();
+        let previous = match standby {
+            Slot::Blue => route.blue.as_ref(),
+            Slot::Green => route.green.as_ref(),
+        }
+        .map(|s| s.version)
+        .ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "{model} has no previous version loaded in {standby} to roll back to"
+            ))
+        })?;
+        let live_version = match route.live {
+            Slot::Blue => route.blue.as_ref(),
+            Slot::Green => route.green.as_ref(),
+        }
+        .map(|s| s.version);
+        let now = now_ms();
+        let mut r = Rollout {
+            id: format!("{model}-rollback-{now}"),
+            model: model.to_owned(),
+            strategy: Strategy::BlueGreen,
+            from_version: Some(previous),
+            to_version: live_version.unwrap_or(previous),
+            old_slot: standby,
+            steps: vec![],
+            step: 0,
+            phase: Phase::Pending,
+            weights: route.weights,
+            reason: None,
+            checks: vec![],
+            started_ms: now,
+            updated_ms: now,
+        };
+        self.say(&format!("rolling {model} back to v{previous} in {standby}"));
+        self.roll_back(
+            &journal,
+            &mut r,
+            "rollback by an operator",
+            Phase::RolledBack,
+        )
+        .await?;
+        Ok(r)
+    }
+}
+
+enum Step {
+    Failed(String),
+    Paused(String),
+    Abort(ControlError),
+}
+
+// Used as a `map_err` callback, which hands over the error by value.
+#[allow(clippy::needless_pass_by_value)]
+fn fleet_failed(e: FleetError) -> Step {
+    Step::Failed(e.to_string())
+}
+
+fn scrape_failed(name: &str, threshold: f64, e: &str) -> CheckResult {
+    CheckResult {
+        name: name.to_owned(),
+        value: None,
+        threshold,
+        verdict: "inconclusive".into(),
+        detail: e.to_owned(),
+    }
+}
+
+/// Fails on any failed check; an inconclusive one fails or pauses as set.
+fn judge(checks: &[CheckResult], t: &Thresholds) -> Result<(), Step> {
+    if let Some(c) = checks.iter().find(|c| c.verdict == "fail") {
+        return Err(Step::Failed(format!(
+            "check {} failed: {}",
+            c.name, c.detail
+        )));
+    }
+    if let Some(c) = checks.iter().find(|c| c.verdict == "inconclusive") {
+        let reason = format!("check {} is inconclusive: {}", c.name, c.detail);
+        return Err(match t.on_inconclusive {
+            Inconclusive::Fail => Step::Failed(reason),
+            Inconclusive::Pause => Step::Paused(reason),
+        });
+    }
+    Ok(())
+}
+
+/// Green's share `w` with the rest on the old slot.
+pub fn weights_for(old: Slot, w: u32) -> Weights {
+    match old {
+        Slot::Blue => Weights {
+            blue: 100 - w,
+            green: w,
+        },
+        Slot::Green => Weights {
+            blue: w,
+            green: 100 - w,
+        },
+    }
+}
+
+/// Whether a phase ends a rollout.
+pub fn terminal(p: Phase) -> bool {
+    matches!(p, Phase::Promoted | Phase::RolledBack | Phase::Aborted)
+}
+
+fn noop(model: &str) -> Rollout {
+    Rollout {
+        id: String::new(),
+        model: model.to_owned(),
+        strategy: Strategy::BlueGreen,
+        from_version: None,
+        to_version: 0,
+        old_slot: Slot::Blue,
+        steps: vec![],
+        step: 0,
+        phase: Phase::Promoted,
+        weights: Weights::all_to(Slot::Blue),
+        reason: Some("already live".into()),
+        checks: vec![],
+        started_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+/// The folder that holds `<model>.log` files, for `status` over all models.
+pub fn logged_models(state: &Path) -> Vec<String> {
+    let mut models: Vec<String> = std::fs::read_dir(state.join("rollouts"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".log"))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    models.sort();
+    models
+}

@@ -1,0 +1,336 @@
+//! The promote flow end to end against two real gateways on 127.0.0.1,
+//! under steady traffic: a canary promote with analysis, an operator
+//! rollback, a version whose smoke tests fail (rolled back, live traffic
+//! untouched), and refusals before anything changes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use controller::fleet::{LocalFleet, Target};
+use controller::journal::{Phase, Strategy};
+use controller::rollout::{ControlError, Controller, Paths, PromoteOptions};
+use controller::suite::{SuiteFile, Thresholds};
+use gateway::config::Flags;
+use gateway::server::Gateway;
+use switchyard_api::admin::{Slot, Weights};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            if e.file_name() != "__pycache__" {
+                copy(&e.path(), &to.join(e.file_name()));
+            }
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+async fn gateway(models: &Path) -> Gateway {
+    let ort = std::env::var("ORT_DYLIB_PATH")
+        .expect("ORT_DYLIB_PATH is not set: run the tests through `make test`");
+    let flags = Flags::try_parse_from([
+        "gateway",
+        "--models",
+        models.to_str().unwrap(),
+        "--http-addr=127.0.0.1:0",
+        "--grpc-addr=127.0.0.1:0",
+        "--metrics-addr=127.0.0.1:0",
+        "--admin-addr=127.0.0.1:0",
+        "--ort-library",
+        &ort,
+    ])
+    .unwrap();
+    gateway::server::start(&flags.resolve().unwrap())
+        .await
+        .unwrap()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    gateways: Vec<Gateway>,
+    fleet: LocalFleet,
+    paths: Paths,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    copy(&root().join("models"), &models);
+    let suites = dir.path().join("smoke-tests");
+    copy(&root().join("smoke-tests"), &suites);
+    let gateways = vec![gateway(&models).await, gateway(&models).await];
+    let admins: Vec<String> = gateways
+        .iter()
+        .map(|g| format!("http://{}", g.addrs.admin))
+        .collect();
+    let fleet = LocalFleet::connect(
+        &admins,
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let paths = Paths {
+        models,
+        suites,
+        state: dir.path().join("state"),
+    };
+    World {
+        _dir: dir,
+        gateways,
+        fleet,
+        paths,
+    }
+}
+
+/// Clients hitting every gateway until stopped; counts answers and failures.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn traffic(urls: &[String]) -> Traffic {
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP32", "data": vec![0.25f32; 20]}]});
+    let client = reqwest::Client::new();
+    let tasks = urls
+        .iter()
+        .flat_map(|u| std::iter::repeat_n(u.clone(), 4))
+        .map(|url| {
+            let (stop, ok, failed, body, client) = (
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                body.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = client
+                        .post(format!("{url}/v2/models/boosted/infer"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    Traffic {
+        stop,
+        ok,
+        failed,
+        tasks,
+    }
+}
+
+impl Traffic {
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn options(version: u64, strategy: Strategy, steps: Vec<u32>, bake_ms: u64) -> PromoteOptions {
+    PromoteOptions {
+        version: Some(version),
+        strategy,
+        steps,
+        bake: Duration::from_millis(bake_ms),
+        shadow_percent: 100,
+        thresholds: Thresholds {
+            min_requests: 10,
+            ..Thresholds::default()
+        },
+        resume: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_promote_then_a_rollback_lose_no_request() {
+    let w = world().await;
+    let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
+    let load = traffic(&w.fleet.inference_urls());
+
+    let r = controller
+        .promote("boosted", &options(2, Strategy::Canary, vec![50, 100], 700))
+        .await
+        .unwrap();
+    assert_eq!(r.phase, Phase::Promoted);
+    assert_eq!(
+        (r.from_version, r.to_version, r.old_slot),
+        (Some(3), 2, Slot::Blue)
+    );
+    assert!(
+        r.checks.iter().all(|c| c.verdict == "pass"),
+        "{:?}",
+        r.checks
+    );
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert_eq!(route.live, Slot::Green);
+        assert_eq!(route.weights, Weights::all_to(Slot::Green));
+        assert_eq!(route.green.unwrap().version, 2);
+        assert_eq!(route.blue.unwrap().version, 3, "the old version stays warm");
+    }
+
+    let back = controller.rollback("boosted").await.unwrap();
+    assert_eq!(back.phase, Phase::RolledBack);
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert_eq!(route.weights, Weights::all_to(Slot::Blue));
+    }
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "requests failed during the rollout");
+    assert!(ok > 100, "only {ok} requests");
+
+    let history = controller::journal::Journal::new(&w.paths.state, "boosted")
+        .read()
+        .unwrap();
+    let phases: Vec<Phase> = history.iter().map(|r| r.phase).collect();
+    for p in [
+        Phase::Pending,
+        Phase::Loading,
+        Phase::SmokeTesting,
+        Phase::Shifting,
+        Phase::Baking,
+        Phase::Promoted,
+        Phase::RolledBack,
+    ] {
+        assert!(phases.contains(&p), "{p:?} missing from {phases:?}");
+    }
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_fails_its_smoke_tests_never_takes_traffic() {
+    let w = world().await;
+    // Version 4: the graph of version 1 under the smoke cases of version 2,
+    // so its schema is right and its answers are wrong.
+    let v4 = w.paths.models.join("boosted/4");
+    std::fs::create_dir_all(&v4).unwrap();
+    std::fs::copy(
+        w.paths.models.join("boosted/1/model.onnx"),
+        v4.join("model.onnx"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(w.paths.models.join("boosted/1/model.toml")).unwrap();
+    let mut m = switchyard_api::Manifest::parse(&text).unwrap();
+    m.version = 4;
+    m.files.remove("golden.json");
+    std::fs::write(v4.join("model.toml"), toml::to_string(&m).unwrap()).unwrap();
+    let suite = w.paths.suites.join("boosted.toml");
+    let text = std::fs::read_to_string(&suite)
+        .unwrap()
+        .replace("versions = [2]", "versions = [2, 4]");
+    std::fs::write(&suite, text).unwrap();
+    assert!(
+        !SuiteFile::load(&w.paths.suites, "boosted")
+            .unwrap()
+            .0
+            .cases_for(4)
+            .is_empty()
+    );
+
+    let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
+    let load = traffic(&w.fleet.inference_urls());
+    let err = controller
+        .promote("boosted", &options(4, Strategy::BlueGreen, vec![], 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::RolledBack(_)), "{err}");
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.to_string().contains("smoke tests failed"), "{err}");
+    let (_, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert_eq!(
+            route.weights,
+            Weights::all_to(Slot::Blue),
+            "live traffic never moved"
+        );
+        assert_eq!(route.blue.unwrap().version, 3);
+    }
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_before_anything_changes() {
+    let w = world().await;
+    let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
+    let err = controller
+        .promote("boosted", &options(9, Strategy::Canary, vec![10, 100], 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().contains("version 9"), "{err}");
+    let err = controller
+        .promote("ghost", &options(1, Strategy::Canary, vec![10, 100], 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let err = controller
+        .promote(
+            "boosted",
+            &options(2, Strategy::Canary, vec![50, 20, 100], 0),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must rise"), "{err}");
+    // A version whose file does not match its hash.
+    std::fs::write(w.paths.models.join("boosted/2/model.onnx"), b"tampered").unwrap();
+    let err = controller
+        .promote("boosted", &options(2, Strategy::Canary, vec![10, 100], 0))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    // A suite that does not parse.
+    std::fs::write(w.paths.suites.join("mlp.toml"), "[smoke\n").unwrap();
+    let err = controller
+        .promote("mlp", &options(1, Strategy::Canary, vec![10, 100], 0))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not parse"), "{err}");
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert!(route.green.is_none(), "nothing was loaded");
+    }
+    assert!(
+        controller::journal::Journal::new(&w.paths.state, "boosted")
+            .read()
+            .unwrap()
+            .is_empty()
+    );
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
