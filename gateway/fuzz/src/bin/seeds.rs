@@ -5,6 +5,7 @@
 //! cargo run --bin seeds -- write    # (re)write corpus/<target>/seed-*
 //! cargo run --bin seeds -- replay   # every corpus file through its check
 //! cargo run --bin seeds -- replay http_decode artifacts/http_decode/crash-*
+//! cargo run --release --bin seeds -- amplification   # worst cases found by hand
 //! ```
 
 use std::fs;
@@ -66,8 +67,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some("amplification") => {
+            amplification();
+            ExitCode::SUCCESS
+        }
         _ => {
-            eprintln!("usage: seeds write | seeds replay [TARGET FILE...]");
+            eprintln!("usage: seeds write | seeds replay [TARGET FILE...] | seeds amplification");
             ExitCode::FAILURE
         }
     }
@@ -791,4 +796,121 @@ shape = [-1]
     ));
     out.push(("empty".into(), Vec::new()));
     out
+}
+
+/// `input` repeated to `len` bytes between `head` and `tail`.
+fn repeated(head: &str, unit: &str, tail: &str, len: usize) -> Vec<u8> {
+    let count = len.saturating_sub(head.len() + tail.len()) / unit.len();
+    let mut out = String::with_capacity(len);
+    out.push_str(head);
+    for _ in 0..count {
+        out.push_str(unit);
+    }
+    out.push_str(tail);
+    out.into_bytes()
+}
+
+/// The most heap each decoder holds for the densest inputs found by hand,
+/// per input byte, at the fuzzer's largest input and at the gateway's
+/// default body limit (16 MiB). Figures for docs/fuzzing.md.
+fn amplification() {
+    use gateway::http::codec::decode_request;
+    use gateway_fuzz::peak_during;
+    use switchyard_api::Manifest;
+    use switchyard_api::grpc::ModelInferRequest;
+
+    type Case = (&'static str, fn(usize) -> Vec<u8>, fn(&[u8]) -> bool);
+    let cases: [Case; 9] = [
+        (
+            "http: long shape",
+            |n| {
+                repeated(
+                    r#"{"inputs":[{"name":"x","datatype":"FP32","data":[],"shape":[0"#,
+                    ",0",
+                    "]}]}",
+                    n,
+                )
+            },
+            |b| decode_request(b, None).is_ok(),
+        ),
+        (
+            "http: long negative shape",
+            |n| {
+                repeated(
+                    r#"{"inputs":[{"name":"x","datatype":"FP32","data":[],"shape":[-1"#,
+                    ",0",
+                    "]}]}",
+                    n,
+                )
+            },
+            |b| decode_request(b, None).is_ok(),
+        ),
+        (
+            "http: FP64 zeros",
+            |n| {
+                let count = n.saturating_sub(64) / 2;
+                let head = format!(
+                    r#"{{"inputs":[{{"name":"x","datatype":"FP64","shape":[{count}],"data":[0"#
+                );
+                repeated(&head, ",0", "]}]}", head.len() + 2 * count + 4)
+            },
+            |b| decode_request(b, None).is_ok(),
+        ),
+        (
+            "http: empty outputs",
+            |n| {
+                repeated(
+                    r#"{"inputs":[],"outputs":[{"name":""}"#,
+                    r#",{"name":""}"#,
+                    "]}",
+                    n,
+                )
+            },
+            |b| decode_request(b, None).is_ok(),
+        ),
+        (
+            "http: empty inputs",
+            |n| {
+                repeated(
+                    r#"{"inputs":[{"name":"","shape":[],"datatype":"x"}"#,
+                    r#",{"name":"","shape":[],"datatype":"x"}"#,
+                    "]}",
+                    n,
+                )
+            },
+            |b| decode_request(b, None).is_ok(),
+        ),
+        (
+            "grpc: empty inputs (prost)",
+            |n| [0x2a, 0x00].repeat(n / 2),
+            |b| ModelInferRequest::decode(b).is_ok(),
+        ),
+        (
+            "grpc: empty outputs (prost)",
+            |n| [0x32, 0x00].repeat(n / 2),
+            |b| ModelInferRequest::decode(b).is_ok(),
+        ),
+        (
+            "grpc: empty raw contents (prost)",
+            |n| [0x3a, 0x00].repeat(n / 2),
+            |b| ModelInferRequest::decode(b).is_ok(),
+        ),
+        (
+            "manifest: empty labels",
+            |n| repeated("labels = [\"\"", ",\"\"", "]\n", n),
+            |b| Manifest::parse(std::str::from_utf8(b).unwrap_or_default()).is_ok(),
+        ),
+    ];
+    println!("case | input bytes | peak heap bytes | per input byte | accepted");
+    for (name, make, decode) in cases {
+        for len in [64 << 10, 16 << 20] {
+            let input = make(len);
+            let (ok, peak) = peak_during(|| decode(&input));
+            println!(
+                "{name} | {} | {peak} | {:.1} | {ok}",
+                input.len(),
+                peak as f64 / input.len() as f64
+            );
+        }
+    }
 }
