@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tonic_prost_build::configure()
             .build_client(true)
             .build_server(true)
+            .codec_path("crate::grpc_codec::GuardedCodec")
             .compile_fds(descriptors)?;
     }
     Ok(())

@@ -9,6 +9,8 @@
 
 pub mod admin;
 pub mod datatype;
+#[cfg(feature = "grpc")]
+pub mod grpc_codec;
 pub mod manifest;
 
 #[cfg(feature = "grpc")]

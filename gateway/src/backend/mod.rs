@@ -189,6 +189,8 @@ pub const fn backend_name(kind: BackendKind) -> &'static str {
 }
 
 fn init(kind: BackendKind, config: &BackendConfig) -> Result<Arc<dyn Backend>, String> {
+    // Read only by the backends compiled in.
+    let _ = config;
     match kind {
         #[cfg(feature = "ort")]
         BackendKind::Ort => {
