@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use controller::fleet::{LocalFleet, Target};
 use controller::journal::{Journal, Phase, Rollout, Strategy};
 use controller::rollout::{
-    ControlError, Controller, Paths, PromoteOptions, logged_models, terminal,
+    ControlError, Controller, Marker, Paths, PromoteOptions, logged_models, terminal,
 };
 use controller::suite::{SuiteFile, parse_duration};
 use switchyard_api::Manifest;
@@ -113,7 +113,12 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
-    /// Continue an interrupted or paused rollout (promote --resume).
+    /// Stop a running rollout at its next step, holding its weights, until `resume` or `abort`.
+    Pause {
+        /// The model.
+        model: String,
+    },
+    /// Continue a paused rollout, or finish an interrupted one (promote --resume).
     Resume {
         /// The model.
         model: String,
@@ -243,13 +248,23 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Pause { model } => pause(&paths, &model),
         Command::Resume { model } => {
-            match options(&paths, &model, None, None, None, None, false, None, true) {
-                Ok(opts) => controller
-                    .promote(&model, &opts)
-                    .await
-                    .map(|r| serde_json::json!(r)),
-                Err(e) => Err(e),
+            // A paused runner holds the lock and waits for its request to go;
+            // otherwise this process finishes the interrupted rollout.
+            let paused_runner = Marker::Pause.present(&paths.state, &model);
+            Marker::Pause.clear(&paths.state, &model);
+            let free = Journal::lock(&paths.state, &model).is_ok();
+            if paused_runner && !free {
+                Ok(serde_json::json!({"model": model, "resumed": true}))
+            } else {
+                match options(&paths, &model, None, None, None, None, false, None, true) {
+                    Ok(opts) => controller
+                        .promote(&model, &opts)
+                        .await
+                        .map(|r| serde_json::json!(r)),
+                    Err(e) => Err(e),
+                }
             }
         }
         Command::Abort { model } => controller.abort(&model).await.map(|r| serde_json::json!(r)),
@@ -332,6 +347,21 @@ fn options(
         thresholds: file.analysis,
         resume,
     })
+}
+
+fn pause(paths: &Paths, model: &str) -> Result<serde_json::Value, ControlError> {
+    let running = Journal::new(&paths.state, model)
+        .current()?
+        .filter(|r| !terminal(r.phase));
+    let Some(r) = running else {
+        return Err(ControlError::Invalid(format!(
+            "{model} has no rollout in progress to pause"
+        )));
+    };
+    Marker::Pause
+        .set(&paths.state, model)
+        .map_err(|e| ControlError::Fleet(format!("cannot leave the pause request: {e}")))?;
+    Ok(serde_json::json!({"model": model, "rollout": r.id, "pausing": true}))
 }
 
 async fn status(

@@ -263,6 +263,19 @@ impl<'a, T: Target> Controller<'a, T> {
                 ));
                 Err(ControlError::Paused(reason))
             }
+            Err(Step::Aborted) => {
+                self.say("ABORT requested by an operator; rolling back");
+                self.roll_back(
+                    &journal,
+                    &mut rollout,
+                    "aborted by an operator",
+                    Phase::Aborted,
+                )
+                .await?;
+                Marker::Abort.clear(&self.paths.state, model);
+                Marker::Pause.clear(&self.paths.state, model);
+                Err(ControlError::RolledBack("aborted by an operator".into()))
+            }
             Err(Step::Abort(e)) => Err(e),
         }
     }
@@ -384,6 +397,7 @@ impl<'a, T: Target> Controller<'a, T> {
             self.shadow_phase(journal, r, opts).await?;
         }
         while r.step < r.steps.len() {
+            self.checkpoint(journal, r).await?;
             let w = r.steps[r.step];
             let weights = weights_for(r.old_slot, w);
             if r.phase != Phase::Baking || r.weights != weights {
@@ -406,7 +420,7 @@ impl<'a, T: Target> Controller<'a, T> {
                     .map_err(Step::Abort)?;
             }
             if !opts.bake.is_zero() {
-                let checks = self.bake(&model, version, new, opts).await;
+                let checks = self.bake(&model, version, new, opts).await?;
                 r.checks.clone_from(&checks);
                 self.record(journal, r, Phase::Baking)
                     .map_err(Step::Abort)?;
@@ -443,7 +457,7 @@ impl<'a, T: Target> Controller<'a, T> {
             opts.shadow_percent, opts.bake
         ));
         let before = self.scrape(&model, version, new).await;
-        tokio::time::sleep(opts.bake).await;
+        self.watchful_sleep(&model, opts.bake).await?;
         let after = self.scrape(&model, version, new).await;
         let check = match (before, after) {
             (Ok(b), Ok(a)) => analysis::shadow_check(&a.since(&b), &opts.thresholds),
@@ -466,10 +480,10 @@ impl<'a, T: Target> Controller<'a, T> {
         version: u64,
         slot: Slot,
         opts: &PromoteOptions,
-    ) -> Vec<CheckResult> {
+    ) -> Result<Vec<CheckResult>, Step> {
         self.say(&format!("baking {:?}", opts.bake));
         let before = self.scrape(model, version, slot).await;
-        tokio::time::sleep(opts.bake).await;
+        self.watchful_sleep(model, opts.bake).await?;
         let after = self.scrape(model, version, slot).await;
         let checks = match (before, after) {
             (Ok(b), Ok(a)) => analysis::traffic_checks(&a.since(&b), &opts.thresholds),
@@ -481,7 +495,52 @@ impl<'a, T: Target> Controller<'a, T> {
         for c in &checks {
             self.report(c);
         }
-        checks
+        Ok(checks)
+    }
+
+    /// Sleeps, waking every 100 ms to honour an abort request.
+    async fn watchful_sleep(&self, model: &str, total: Duration) -> Result<(), Step> {
+        let until = Instant::now() + total;
+        while Instant::now() < until {
+            if Marker::Abort.present(&self.paths.state, model) {
+                return Err(Step::Aborted);
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(until - Instant::now())).await;
+        }
+        Ok(())
+    }
+
+    /// Between steps: an abort request stops here; a pause request waits
+    /// here (recorded as paused) until `resume` or `abort`.
+    async fn checkpoint(&self, journal: &Journal, r: &mut Rollout) -> Result<(), Step> {
+        let state = self.paths.state.clone();
+        if Marker::Abort.present(&state, &r.model) {
+            return Err(Step::Aborted);
+        }
+        if !Marker::Pause.present(&state, &r.model) {
+            return Ok(());
+        }
+        let before = r.phase;
+        r.reason = Some("paused by an operator".into());
+        self.record(journal, r, Phase::Paused)
+            .map_err(Step::Abort)?;
+        self.say(&format!(
+            "PAUSED at step {}/{}; `controller resume {}` or `controller abort {}`",
+            r.step + 1,
+            r.steps.len(),
+            r.model,
+            r.model
+        ));
+        while Marker::Pause.present(&state, &r.model) {
+            if Marker::Abort.present(&state, &r.model) {
+                return Err(Step::Aborted);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        r.reason = None;
+        self.record(journal, r, before).map_err(Step::Abort)?;
+        self.say("resumed");
+        Ok(())
     }
 
     fn report(&self, c: &CheckResult) {
@@ -552,7 +611,13 @@ impl<'a, T: Target> Controller<'a, T> {
     /// # Errors
     /// [`ControlError`].
     pub async fn abort(&self, model: &str) -> Result<Rollout, ControlError> {
-        let _lock = Journal::lock(&self.paths.state, model)?;
+        let _lock = match Journal::lock(&self.paths.state, model) {
+            Ok(lock) => lock,
+            Err(JournalError::Locked { .. }) => return self.abort_running(model).await,
+            Err(e) => return Err(e.into()),
+        };
+        Marker::Abort.clear(&self.paths.state, model);
+        Marker::Pause.clear(&self.paths.state, model);
         let journal = Journal::new(&self.paths.state, model);
         let mut r = journal
             .current()?
@@ -567,6 +632,28 @@ impl<'a, T: Target> Controller<'a, T> {
         self.roll_back(&journal, &mut r, "aborted by an operator", Phase::Aborted)
             .await?;
         Ok(r)
+    }
+
+    /// Asks the process running a rollout to abort it, and waits (at most a
+    /// minute) until the log shows it undone.
+    async fn abort_running(&self, model: &str) -> Result<Rollout, ControlError> {
+        Marker::Abort
+            .set(&self.paths.state, model)
+            .map_err(|e| ControlError::Fleet(format!("cannot leave the abort request: {e}")))?;
+        self.say(&format!(
+            "a controller is rolling {model} out; asked it to abort"
+        ));
+        let journal = Journal::new(&self.paths.state, model);
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if let Some(r) = journal.current()?.filter(|r| terminal(r.phase)) {
+                return Ok(r);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ControlError::Fleet(format!(
+            "the running controller did not abort {model} within a minute; if it is stuck, stop it and run `controller abort {model}` again"
+        )))
     }
 
     /// `rollback` / `undo`: after a promotion, put the previous version
@@ -632,7 +719,51 @@ impl<'a, T: Target> Controller<'a, T> {
 enum Step {
     Failed(String),
     Paused(String),
+    Aborted,
     Abort(ControlError),
+}
+
+/// Requests from another `controller` process to the one running a
+/// rollout, as files beside the rollout log: the runner holds the lock, so
+/// `pause`, `resume` and `abort` talk to it this way.
+#[derive(Debug, Clone, Copy)]
+pub enum Marker {
+    /// Stop at the next step boundary.
+    Pause,
+    /// Roll back at the next check.
+    Abort,
+}
+
+impl Marker {
+    fn path(self, state: &Path, model: &str) -> PathBuf {
+        let suffix = match self {
+            Marker::Pause => "pause",
+            Marker::Abort => "abort",
+        };
+        state.join("rollouts").join(format!("{model}.{suffix}"))
+    }
+
+    /// Whether the request is standing.
+    pub fn present(self, state: &Path, model: &str) -> bool {
+        self.path(state, model).exists()
+    }
+
+    /// Makes the request.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn set(self, state: &Path, model: &str) -> std::io::Result<()> {
+        let path = self.path(state, model);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, b"")
+    }
+
+    /// Withdraws the request.
+    pub fn clear(self, state: &Path, model: &str) {
+        let _ = std::fs::remove_file(self.path(state, model));
+    }
 }
 
 // Used as a `map_err` callback, which hands over the error by value.

@@ -334,3 +334,73 @@ async fn bad_requests_are_refused_before_anything_changes() {
         g.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_rollout_pauses_resumes_and_aborts_on_request() {
+    use controller::rollout::Marker;
+    let w = world().await;
+    let load = traffic(&w.fleet.inference_urls());
+    let state = w.paths.state.clone();
+    // A long bake, so the requests arrive while the rollout runs.
+    let paths = w.paths.clone();
+    let fleet = w.fleet.clone();
+    let runner = tokio::spawn(async move {
+        let controller = Controller::new(&fleet, paths, |l| eprintln!("{l}"));
+        controller
+            .promote(
+                "boosted",
+                &options(2, Strategy::Canary, vec![10, 50, 100], 1500),
+            )
+            .await
+    });
+    let journal = controller::journal::Journal::new(&state, "boosted");
+    let wait_for = |phase: Phase| {
+        let journal = journal.clone();
+        async move {
+            for _ in 0..200 {
+                if journal.current().unwrap().is_some_and(|r| r.phase == phase) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the rollout never reached {phase:?}");
+        }
+    };
+    wait_for(Phase::Baking).await;
+    Marker::Pause.set(&state, "boosted").unwrap();
+    wait_for(Phase::Paused).await;
+    let paused = journal.current().unwrap().unwrap();
+    assert_eq!(
+        paused.step, 1,
+        "paused at the second step, holding the first step's weights"
+    );
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert_eq!(
+            route.weights,
+            Weights {
+                blue: 90,
+                green: 10
+            }
+        );
+    }
+    Marker::Pause.clear(&state, "boosted");
+    wait_for(Phase::Baking).await;
+    // Abort through the command's path: the runner holds the lock.
+    let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
+    let aborted = controller.abort("boosted").await.unwrap();
+    assert_eq!(aborted.phase, Phase::Aborted);
+    let err = runner.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("aborted by an operator"), "{err}");
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert_eq!(route.weights, Weights::all_to(Slot::Blue));
+    }
+    assert!(
+        !Marker::Abort.present(&state, "boosted"),
+        "the request is cleared"
+    );
+    let (_, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
