@@ -159,7 +159,8 @@ impl Snapshot {
 
     /// Requests answered.
     pub fn total(&self) -> f64 {
-        self.requests.values().sum()
+        // Folded from +0.0: an empty `sum()` of floats is -0.0.
+        self.requests.values().fold(0.0, |a, b| a + b)
     }
 
     /// Answers with a server-error status (5xx).
@@ -167,8 +168,7 @@ impl Snapshot {
         self.requests
             .iter()
             .filter(|(code, _)| code.starts_with('5'))
-            .map(|(_, v)| v)
-            .sum()
+            .fold(0.0, |a, (_, v)| a + v)
     }
 
     /// The q-quantile of latency in milliseconds, by linear interpolation

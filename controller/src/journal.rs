@@ -96,6 +96,16 @@ pub struct Rollout {
     pub reason: Option<String>,
     /// Analysis results of the current step.
     pub checks: Vec<CheckResult>,
+    /// Bake time after each step, in milliseconds (kept so a resumed
+    /// rollout goes on with the settings it began with).
+    #[serde(default)]
+    pub bake_ms: u64,
+    /// Percent mirrored in the shadow phase.
+    #[serde(default)]
+    pub shadow_percent: u32,
+    /// The analysis thresholds it began with.
+    #[serde(default)]
+    pub thresholds: crate::suite::Thresholds,
     /// Milliseconds since the epoch when it began.
     pub started_ms: u64,
     /// Milliseconds since the epoch of this record.
@@ -165,6 +175,24 @@ struct LockBody {
     since_ms: u64,
 }
 
+/// Records written by this process, for the crash failpoint.
+static APPENDED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The crash-safety tests' failpoint: with
+/// `SWITCHYARD_FAILPOINT=crash-after-record:N`, the process dies (no
+/// destructors, the lock left behind) right after its N-th record is on
+/// disk — the moment between writing a transition and acting on it.
+fn failpoint() {
+    let n = APPENDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let crash_at = std::env::var("SWITCHYARD_FAILPOINT").ok().and_then(|v| {
+        v.strip_prefix("crash-after-record:")
+            .and_then(|n| n.parse::<usize>().ok())
+    });
+    if crash_at == Some(n) {
+        std::process::abort();
+    }
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -220,6 +248,7 @@ impl Journal {
                 .and_then(|d| d.sync_all())
                 .map_err(io("sync", dir))?;
         }
+        failpoint();
         Ok(())
     }
 
@@ -367,6 +396,9 @@ mod tests {
             weights: Weights::all_to(Slot::Blue),
             reason: None,
             checks: vec![],
+            bake_ms: 0,
+            shadow_percent: 0,
+            thresholds: crate::suite::Thresholds::default(),
             started_ms: 1,
             updated_ms: 2,
         }

@@ -247,6 +247,15 @@ impl<'a, T: Target> Controller<'a, T> {
         if rollout.phase == Phase::Pending {
             self.record(&journal, &mut rollout, Phase::Pending)?;
         }
+        // A resumed rollout goes on with the settings it began with.
+        let opts = &PromoteOptions {
+            strategy: rollout.strategy,
+            steps: rollout.steps.clone(),
+            bake: Duration::from_millis(rollout.bake_ms),
+            shadow_percent: rollout.shadow_percent.max(1),
+            thresholds: rollout.thresholds,
+            ..opts.clone()
+        };
         match self.drive(&journal, &mut rollout, &suite, opts).await {
             Ok(()) => Ok(rollout),
             Err(Step::Failed(reason)) => {
@@ -331,6 +340,9 @@ impl<'a, T: Target> Controller<'a, T> {
             weights: route.weights,
             reason: None,
             checks: Vec::new(),
+            bake_ms: u64::try_from(opts.bake.as_millis()).unwrap_or(u64::MAX),
+            shadow_percent: opts.shadow_percent,
+            thresholds: opts.thresholds,
             started_ms: now,
             updated_ms: now,
         }))
@@ -701,6 +713,9 @@ impl<'a, T: Target> Controller<'a, T> {
             weights: route.weights,
             reason: None,
             checks: vec![],
+            bake_ms: 0,
+            shadow_percent: 0,
+            thresholds: Thresholds::default(),
             started_ms: now,
             updated_ms: now,
         };
@@ -833,6 +848,9 @@ fn noop(model: &str) -> Rollout {
         weights: Weights::all_to(Slot::Blue),
         reason: Some("already live".into()),
         checks: vec![],
+        bake_ms: 0,
+        shadow_percent: 0,
+        thresholds: Thresholds::default(),
         started_ms: 0,
         updated_ms: 0,
     }

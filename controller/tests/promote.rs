@@ -404,3 +404,126 @@ async fn a_running_rollout_pauses_resumes_and_aborts_on_request() {
         g.shutdown().await;
     }
 }
+
+/// Runs the controller binary against the world's fleet.
+fn controller_bin(w: &World, args: &[&str], failpoint: Option<usize>) -> std::process::Output {
+    let gateways: Vec<String> = w
+        .gateways
+        .iter()
+        .map(|g| format!("http://{}", g.addrs.admin))
+        .collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_controller"));
+    cmd.arg("--gateways")
+        .arg(gateways.join(","))
+        .arg("--models")
+        .arg(&w.paths.models)
+        .arg("--smoke-tests")
+        .arg(&w.paths.suites)
+        .arg("--state-dir")
+        .arg(&w.paths.state)
+        .args(args)
+        .env_remove("SWITCHYARD_GATEWAYS");
+    match failpoint {
+        Some(n) => cmd.env("SWITCHYARD_FAILPOINT", format!("crash-after-record:{n}")),
+        None => cmd.env_remove("SWITCHYARD_FAILPOINT"),
+    };
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_transition_the_fleet_ends_all_old_or_all_new() {
+    let w = world().await;
+    let load = traffic(&w.fleet.inference_urls());
+    let promote = [
+        "promote",
+        "boosted",
+        "--version",
+        "2",
+        "--strategy",
+        "canary",
+        "--steps",
+        "50,100",
+        "--bake",
+        "300ms",
+    ];
+    let mut crashes = 0;
+    for n in 1.. {
+        // Every round starts from v3 live in blue, green empty, no state.
+        w.fleet
+            .set_weights("boosted", Weights::all_to(Slot::Blue))
+            .await
+            .unwrap();
+        for g in &w.gateways {
+            g.serving.unload_slot("boosted", Slot::Green).await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&w.paths.state);
+
+        let out = tokio::task::block_in_place(|| controller_bin(&w, &promote, Some(n)));
+        if out.status.success() {
+            assert!(n > 3, "a full promote writes more than 3 records");
+            break;
+        }
+        crashes += 1;
+        assert_eq!(
+            out.status.code(),
+            None,
+            "round {n}: expected a crash, got {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Between the crash and the recovery the fleet agrees with itself.
+        let routes = w.fleet.routes("boosted").await.unwrap();
+        assert!(
+            routes.windows(2).all(|r| r[0].weights == r[1].weights),
+            "round {n}: gateways disagree: {routes:?}"
+        );
+        let last = controller::journal::Journal::new(&w.paths.state, "boosted")
+            .current()
+            .unwrap()
+            .unwrap();
+
+        let (expect, args): (Weights, &[&str]) = if controller::rollout::terminal(last.phase) {
+            let expect = if last.phase == Phase::Promoted {
+                Weights::all_to(Slot::Green)
+            } else {
+                Weights::all_to(Slot::Blue)
+            };
+            (expect, &[])
+        } else if n % 2 == 0 {
+            (Weights::all_to(Slot::Green), &["resume", "boosted"])
+        } else {
+            (Weights::all_to(Slot::Blue), &["abort", "boosted"])
+        };
+        if !args.is_empty() {
+            let out = tokio::task::block_in_place(|| controller_bin(&w, args, None));
+            assert!(
+                out.status.success(),
+                "round {n} ({:?} after a crash at {:?}): {}",
+                args,
+                last.phase,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for route in w.fleet.routes("boosted").await.unwrap() {
+            assert_eq!(
+                route.weights, expect,
+                "round {n}: crashed at {:?}, recovered with {args:?}",
+                last.phase
+            );
+            if expect == Weights::all_to(Slot::Green) {
+                assert_eq!(route.green.as_ref().unwrap().version, 2);
+            }
+            assert_eq!(route.blue.as_ref().unwrap().version, 3);
+        }
+    }
+    assert!(crashes >= 6, "only {crashes} transitions were crashed at");
+    let (_, failed) = load.finish().await;
+    assert_eq!(
+        failed, 0,
+        "requests failed while the controller crashed and recovered"
+    );
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
