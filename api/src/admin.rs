@@ -105,6 +105,55 @@ pub struct GatewayInfo {
     pub metrics: String,
 }
 
+/// `PUT /admin/models/{model}/rollout`: what the controller is doing with
+/// a model, so the gateway exports it to Prometheus while it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutAnnotation {
+    /// The rollout's id.
+    pub id: String,
+    /// Its phase (`loading`, `smoke_testing`, `baking`, `promoted`, …).
+    pub phase: String,
+    /// The current step (1-based; 0 before the first).
+    pub step: u32,
+    /// Steps in all.
+    pub steps: u32,
+    /// The version being rolled out.
+    pub to_version: u64,
+    /// The latest analysis.
+    #[serde(default)]
+    pub checks: Vec<CheckValue>,
+}
+
+/// One analysis check's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckValue {
+    /// The check (`error_rate`, `p99_latency_ms`, `shadow_agreement`).
+    pub name: String,
+    /// What was measured, if anything.
+    pub value: Option<f64>,
+    /// Its threshold.
+    pub threshold: f64,
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: String,
+}
+
+/// The phases a rollout annotation may name (a bounded label set).
+pub const ROLLOUT_PHASES: [&str; 11] = [
+    "pending",
+    "loading",
+    "smoke_testing",
+    "shadowing",
+    "shifting",
+    "baking",
+    "paused",
+    "rolling_back",
+    "promoted",
+    "rolled_back",
+    "aborted",
+];
+
 /// The body of every admin error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

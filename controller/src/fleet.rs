@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use switchyard_api::admin::{
-    ErrorBody, GatewayInfo, LoadRequest, RouteView, ShadowRequest, Slot, Weights,
+    ErrorBody, GatewayInfo, LoadRequest, RolloutAnnotation, RouteView, ShadowRequest, Slot, Weights,
 };
 
 /// Why a fleet change failed.
@@ -53,6 +53,12 @@ pub trait Target {
     /// Sets the shadow share everywhere.
     fn set_shadow(&self, model: &str, percent: u32)
     -> impl Future<Output = Result<(), FleetError>>;
+    /// Tells every member what the rollout is doing (exported as metrics).
+    fn annotate(
+        &self,
+        model: &str,
+        annotation: &RolloutAnnotation,
+    ) -> impl Future<Output = Result<(), FleetError>>;
     /// Every member's inference base URL, for smoke tests.
     fn inference_urls(&self) -> Vec<String>;
     /// Every member's metrics URL, for analysis.
@@ -234,6 +240,24 @@ impl Target for LocalFleet {
         let body = ShadowRequest { percent };
         let calls = self.members.iter().map(|m| {
             self.call::<RouteView, _>(&m.admin, reqwest::Method::PUT, &path, Some(&body), None)
+        });
+        all(futures::future::join_all(calls).await).map(drop)
+    }
+
+    async fn annotate(
+        &self,
+        model: &str,
+        annotation: &RolloutAnnotation,
+    ) -> Result<(), FleetError> {
+        let path = format!("/admin/models/{model}/rollout");
+        let calls = self.members.iter().map(|m| {
+            self.call::<serde_json::Value, _>(
+                &m.admin,
+                reqwest::Method::PUT,
+                &path,
+                Some(annotation),
+                None,
+            )
         });
         all(futures::future::join_all(calls).await).map(drop)
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use switchyard_api::Manifest;
-use switchyard_api::admin::{RouteView, Slot, Weights};
+use switchyard_api::admin::{CheckValue, RolloutAnnotation, RouteView, Slot, Weights};
 
 use crate::analysis::{self, Snapshot};
 use crate::fleet::{FleetError, Target};
@@ -120,7 +120,10 @@ impl<'a, T: Target> Controller<'a, T> {
         ));
     }
 
-    fn record(
+    /// Writes the transition to the log (synced) before anything acts on
+    /// it, then tells the gateways, which export it as metrics (best
+    /// effort: a gateway that misses it only shows a stale phase).
+    async fn record(
         &self,
         journal: &Journal,
         rollout: &mut Rollout,
@@ -129,6 +132,10 @@ impl<'a, T: Target> Controller<'a, T> {
         rollout.phase = phase;
         rollout.updated_ms = now_ms();
         journal.append(rollout)?;
+        let annotation = annotation_of(rollout);
+        if let Err(e) = self.target.annotate(&rollout.model, &annotation).await {
+            self.say(&format!("note: rollout metrics not updated: {e}"));
+        }
         Ok(())
     }
 
@@ -245,7 +252,7 @@ impl<'a, T: Target> Controller<'a, T> {
         };
         let suite = self.verify(model, rollout.to_version)?;
         if rollout.phase == Phase::Pending {
-            self.record(&journal, &mut rollout, Phase::Pending)?;
+            self.record(&journal, &mut rollout, Phase::Pending).await?;
         }
         // A resumed rollout goes on with the settings it began with.
         let opts = &PromoteOptions {
@@ -266,7 +273,7 @@ impl<'a, T: Target> Controller<'a, T> {
             }
             Err(Step::Paused(reason)) => {
                 rollout.reason = Some(reason.clone());
-                self.record(&journal, &mut rollout, Phase::Paused)?;
+                self.record(&journal, &mut rollout, Phase::Paused).await?;
                 self.say(&format!(
                     "PAUSED: {reason}; `controller resume {model}` or `controller abort {model}`"
                 ));
@@ -365,6 +372,7 @@ impl<'a, T: Target> Controller<'a, T> {
         }
         if matches!(r.phase, Phase::Pending | Phase::Loading) {
             self.record(journal, r, Phase::Loading)
+                .await
                 .map_err(Step::Abort)?;
             self.say(&format!(
                 "loading {model} v{version} into {new} on {}",
@@ -382,6 +390,7 @@ impl<'a, T: Target> Controller<'a, T> {
         }
         if matches!(r.phase, Phase::Loading | Phase::SmokeTesting) {
             self.record(journal, r, Phase::SmokeTesting)
+                .await
                 .map_err(Step::Abort)?;
             let report = smoke::run(
                 &self.client,
@@ -416,6 +425,7 @@ impl<'a, T: Target> Controller<'a, T> {
                 r.weights = weights;
                 r.checks.clear();
                 self.record(journal, r, Phase::Shifting)
+                    .await
                     .map_err(Step::Abort)?;
                 self.target
                     .set_weights(&model, weights)
@@ -429,12 +439,14 @@ impl<'a, T: Target> Controller<'a, T> {
                     100 - w
                 ));
                 self.record(journal, r, Phase::Baking)
+                    .await
                     .map_err(Step::Abort)?;
             }
             if !opts.bake.is_zero() {
                 let checks = self.bake(&model, version, new, opts).await?;
                 r.checks.clone_from(&checks);
                 self.record(journal, r, Phase::Baking)
+                    .await
                     .map_err(Step::Abort)?;
                 judge(&checks, &opts.thresholds)?;
             }
@@ -442,6 +454,7 @@ impl<'a, T: Target> Controller<'a, T> {
         }
         r.reason = None;
         self.record(journal, r, Phase::Promoted)
+            .await
             .map_err(Step::Abort)?;
         self.say(&format!(
             "PROMOTED: {model} v{version} is live in {new}; v{} stays warm in {} for an instant rollback",
@@ -459,6 +472,7 @@ impl<'a, T: Target> Controller<'a, T> {
     ) -> Result<(), Step> {
         let (model, version, new) = (r.model.clone(), r.to_version, r.old_slot.other());
         self.record(journal, r, Phase::Shadowing)
+            .await
             .map_err(Step::Abort)?;
         self.target
             .set_shadow(&model, opts.shadow_percent)
@@ -535,6 +549,7 @@ impl<'a, T: Target> Controller<'a, T> {
         let before = r.phase;
         r.reason = Some("paused by an operator".into());
         self.record(journal, r, Phase::Paused)
+            .await
             .map_err(Step::Abort)?;
         self.say(&format!(
             "PAUSED at step {}/{}; `controller resume {}` or `controller abort {}`",
@@ -550,7 +565,7 @@ impl<'a, T: Target> Controller<'a, T> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         r.reason = None;
-        self.record(journal, r, before).map_err(Step::Abort)?;
+        self.record(journal, r, before).await.map_err(Step::Abort)?;
         self.say("resumed");
         Ok(())
     }
@@ -592,7 +607,7 @@ impl<'a, T: Target> Controller<'a, T> {
         end: Phase,
     ) -> Result<(), ControlError> {
         r.reason = Some(reason.to_owned());
-        self.record(journal, r, Phase::RollingBack)?;
+        self.record(journal, r, Phase::RollingBack).await?;
         let t = Instant::now();
         let model = r.model.clone();
         let undone = async {
@@ -608,7 +623,7 @@ impl<'a, T: Target> Controller<'a, T> {
             )));
         }
         r.weights = Weights::all_to(r.old_slot);
-        self.record(journal, r, end)?;
+        self.record(journal, r, end).await?;
         self.say(&format!(
             "every gateway is back on v{} in {} ({:.0} ms)",
             r.from_version.map_or_else(|| "-".into(), |v| v.to_string()),
@@ -794,6 +809,31 @@ fn scrape_failed(name: &str, threshold: f64, e: &str) -> CheckResult {
         threshold,
         verdict: "inconclusive".into(),
         detail: e.to_owned(),
+    }
+}
+
+fn annotation_of(r: &Rollout) -> RolloutAnnotation {
+    let phase = serde_json::to_value(r.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let in_step = matches!(r.phase, Phase::Shifting | Phase::Baking);
+    RolloutAnnotation {
+        id: r.id.clone(),
+        phase,
+        step: u32::try_from(r.step + usize::from(in_step)).unwrap_or(u32::MAX),
+        steps: u32::try_from(r.steps.len()).unwrap_or(u32::MAX),
+        to_version: r.to_version,
+        checks: r
+            .checks
+            .iter()
+            .map(|c| CheckValue {
+                name: c.name.clone(),
+                value: c.value,
+                threshold: c.threshold,
+                verdict: c.verdict.clone(),
+            })
+            .collect(),
     }
 }
 

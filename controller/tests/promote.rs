@@ -201,6 +201,16 @@ async fn a_canary_promote_then_a_rollback_lose_no_request() {
         assert_eq!(route.blue.unwrap().version, 3, "the old version stays warm");
     }
 
+    // The rollout is visible in every gateway's metrics, for Prometheus.
+    for url in w.fleet.metrics_urls() {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        assert!(text.contains("switchyard_rollout_phase{model=\"boosted\",phase=\"promoted\"} 1"), "{url}");
+        assert!(text.contains("switchyard_rollout_phase{model=\"boosted\",phase=\"baking\"} 0"));
+        assert!(text.contains("switchyard_rollout_check_passing{check=\"error_rate\",model=\"boosted\"} 1"));
+        assert!(text.contains("switchyard_rollout_check_threshold{check=\"p99_latency_ms\",model=\"boosted\"} 250"));
+        assert!(text.contains("switchyard_rollout_step{model=\"boosted\"} 2"));
+    }
+
     let back = controller.rollback("boosted").await.unwrap();
     assert_eq!(back.phase, Phase::RolledBack);
     for route in w.fleet.routes("boosted").await.unwrap() {

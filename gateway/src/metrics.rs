@@ -8,8 +8,8 @@
 //! so serving a request does no label lookup.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets, 25 µs to 10 s: the gateway's own cost is tens of
@@ -63,6 +63,11 @@ pub struct Metrics {
     loads: IntCounterVec,
     load_duration: HistogramVec,
     ready: Gauge,
+    rollout_phase: IntGaugeVec,
+    rollout_step: IntGaugeVec,
+    check_value: GaugeVec,
+    check_threshold: GaugeVec,
+    check_passing: IntGaugeVec,
 }
 
 /// Request-path handles for one loaded version in one slot.
@@ -122,7 +127,39 @@ impl Metrics {
         registry
             .register(Box::new(ready.clone()))
             .expect("unique metric");
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
         Metrics {
+            rollout_phase: gauge(
+                "switchyard_rollout_phase",
+                "1 for the phase of the model's latest rollout, as the controller reports it",
+                &["model", "phase"],
+            ),
+            rollout_step: gauge(
+                "switchyard_rollout_step",
+                "The current traffic step of the model's rollout (0 before the first)",
+                &["model"],
+            ),
+            check_value: float_gauge(
+                "switchyard_rollout_check_value",
+                "The latest value of each analysis check of the model's rollout",
+                &["model", "check"],
+            ),
+            check_threshold: float_gauge(
+                "switchyard_rollout_check_threshold",
+                "The threshold of each analysis check of the model's rollout",
+                &["model", "check"],
+            ),
+            check_passing: gauge(
+                "switchyard_rollout_check_passing",
+                "1 pass, 0 fail, -1 inconclusive, per analysis check",
+                &["model", "check"],
+            ),
             requests: counter(
                 "switchyard_requests_total",
                 "Inference requests answered, by model, version, slot, protocol and status code",
@@ -283,6 +320,33 @@ impl Metrics {
         self.load_duration
             .with_label_values(&[model])
             .observe(seconds);
+    }
+
+    /// Exports what the controller reports about a model's rollout.
+    pub fn set_rollout(&self, model: &str, a: &switchyard_api::admin::RolloutAnnotation) {
+        for phase in switchyard_api::admin::ROLLOUT_PHASES {
+            self.rollout_phase
+                .with_label_values(&[model, phase])
+                .set(i64::from(phase == a.phase));
+        }
+        self.rollout_step
+            .with_label_values(&[model])
+            .set(i64::from(a.step));
+        for c in &a.checks {
+            let labels = [model, c.name.as_str()];
+            if let Some(v) = c.value {
+                self.check_value.with_label_values(&labels).set(v);
+            }
+            self.check_threshold
+                .with_label_values(&labels)
+                .set(c.threshold);
+            let passing = match c.verdict.as_str() {
+                "pass" => 1,
+                "fail" => 0,
+                _ => -1,
+            };
+            self.check_passing.with_label_values(&labels).set(passing);
+        }
     }
 
     /// Sets the readiness gauge.

@@ -13,7 +13,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use switchyard_api::admin::{LoadRequest, ShadowRequest, Slot, Weights};
+use switchyard_api::admin::{
+    LoadRequest, ROLLOUT_PHASES, RolloutAnnotation, ShadowRequest, Slot, Weights,
+};
 
 use super::App;
 use super::error::HttpError;
@@ -41,6 +43,7 @@ pub fn router(app: App, token: Option<String>, listeners: GatewayInfo) -> Router
         )
         .route("/admin/models/{model}/weights", put(weights))
         .route("/admin/models/{model}/shadow", put(shadow))
+        .route("/admin/models/{model}/rollout", put(rollout))
         .route(
             "/admin/models/{model}/versions/{version}",
             get(version_status),
@@ -148,6 +151,36 @@ async fn shadow(
 ) -> Result<Response, HttpError> {
     let Json(request) = body?;
     Ok(Json(app.serving.set_shadow(&model, request.percent).await?).into_response())
+}
+
+async fn rollout(
+    State(app): State<App>,
+    Path(model): Path<String>,
+    body: Result<Json<RolloutAnnotation>, JsonRejection>,
+) -> Result<Response, HttpError> {
+    let Json(annotation) = body?;
+    // Label values stay bounded: a loaded model, a known phase, and at most
+    // a handful of checks with plain names.
+    app.serving.view(&model)?;
+    if !ROLLOUT_PHASES.contains(&annotation.phase.as_str()) {
+        return Err(HttpError::bad_request(format!(
+            "unknown rollout phase {:?}",
+            annotation.phase
+        )));
+    }
+    let plain = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 32
+            && n.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+    };
+    if annotation.checks.len() > 8 || !annotation.checks.iter().all(|c| plain(&c.name)) {
+        return Err(HttpError::bad_request(
+            "checks: at most 8, named with [a-z0-9_]",
+        ));
+    }
+    app.serving.metrics().set_rollout(&model, &annotation);
+    Ok(Json(serde_json::json!({ "ok": true })).into_response())
 }
 
 async fn version_status(
