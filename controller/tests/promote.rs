@@ -204,10 +204,17 @@ async fn a_canary_promote_then_a_rollback_lose_no_request() {
     // The rollout is visible in every gateway's metrics, for Prometheus.
     for url in w.fleet.metrics_urls() {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        assert!(text.contains("switchyard_rollout_phase{model=\"boosted\",phase=\"promoted\"} 1"), "{url}");
+        assert!(
+            text.contains("switchyard_rollout_phase{model=\"boosted\",phase=\"promoted\"} 1"),
+            "{url}"
+        );
         assert!(text.contains("switchyard_rollout_phase{model=\"boosted\",phase=\"baking\"} 0"));
-        assert!(text.contains("switchyard_rollout_check_passing{check=\"error_rate\",model=\"boosted\"} 1"));
-        assert!(text.contains("switchyard_rollout_check_threshold{check=\"p99_latency_ms\",model=\"boosted\"} 250"));
+        assert!(text.contains(
+            "switchyard_rollout_check_passing{check=\"error_rate\",model=\"boosted\"} 1"
+        ));
+        assert!(text.contains(
+            "switchyard_rollout_check_threshold{check=\"p99_latency_ms\",model=\"boosted\"} 250"
+        ));
         assert!(text.contains("switchyard_rollout_step{model=\"boosted\"} 2"));
     }
 
