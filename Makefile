@@ -36,8 +36,9 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-cargo-test: ort
-	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) $(CARGO) test --workspace
+cargo-test: ort tools
+	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) PATH=$(abspath .tools/prometheus/usr/bin):$$PATH \
+	$(CARGO) test --workspace
 
 py-test: ort tools build
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) \

@@ -106,6 +106,9 @@ pub struct Rollout {
     /// The analysis thresholds it began with.
     #[serde(default)]
     pub thresholds: crate::suite::Thresholds,
+    /// The PromQL checks it began with.
+    #[serde(default)]
+    pub queries: Vec<crate::prometheus::QueryCheck>,
     /// Milliseconds since the epoch when it began.
     pub started_ms: u64,
     /// Milliseconds since the epoch of this record.
@@ -399,6 +402,7 @@ mod tests {
             bake_ms: 0,
             shadow_percent: 0,
             thresholds: crate::suite::Thresholds::default(),
+            queries: vec![],
             started_ms: 1,
             updated_ms: 2,
         }

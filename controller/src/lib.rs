@@ -8,11 +8,13 @@
 //! - [`journal`] — the durable rollout log and the per-model lock
 //! - [`smoke`] — runs a suite against one slot
 //! - [`analysis`] — error rate, p99 and shadow agreement from `/metrics`
+//! - [`prometheus`] — PromQL checks against a Prometheus server
 //! - [`rollout`] — the state machine
 
 pub mod analysis;
 pub mod fleet;
 pub mod journal;
+pub mod prometheus;
 pub mod rollout;
 pub mod smoke;
 pub mod suite;

@@ -71,6 +71,9 @@ struct Cli {
         default_value = ".state/controller"
     )]
     state_dir: PathBuf,
+    /// Base URL of a Prometheus server for the PromQL checks (`[[queries]]`).
+    #[arg(long, global = true, env = "SWITCHYARD_PROMETHEUS")]
+    prometheus: Option<String>,
     /// How long a gateway may take to answer an admin call.
     #[arg(long, global = true, default_value = "10s")]
     gateway_timeout: String,
@@ -218,7 +221,8 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(cli.json, &ControlError::Invalid(e.to_string())),
     };
-    let controller = Controller::new(&fleet, paths.clone(), progress);
+    let mut controller = Controller::new(&fleet, paths.clone(), progress);
+    controller.prometheus.clone_from(&cli.prometheus);
     let result = match cli.command {
         Command::Promote {
             model,
@@ -346,6 +350,7 @@ fn options(
         shadow_percent,
         thresholds: file.analysis,
         resume,
+        queries: file.queries,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct PromoteOptions {
     pub thresholds: Thresholds,
     /// Continue the interrupted rollout instead of starting one.
     pub resume: bool,
+    /// PromQL checks after each bake.
+    pub queries: Vec<crate::prometheus::QueryCheck>,
 }
 
 /// Why a command could not do its work. Each maps to an exit code.
@@ -98,6 +100,8 @@ pub struct Controller<'a, T: Target> {
     pub progress: fn(&str),
     /// HTTP client for smoke tests and scrapes.
     pub client: reqwest::Client,
+    /// Base URL of the Prometheus server that answers PromQL checks.
+    pub prometheus: Option<String>,
     started: Instant,
 }
 
@@ -109,6 +113,7 @@ impl<'a, T: Target> Controller<'a, T> {
             paths,
             progress,
             client: reqwest::Client::new(),
+            prometheus: None,
             started: Instant::now(),
         }
     }
@@ -261,6 +266,7 @@ impl<'a, T: Target> Controller<'a, T> {
             bake: Duration::from_millis(rollout.bake_ms),
             shadow_percent: rollout.shadow_percent.max(1),
             thresholds: rollout.thresholds,
+            queries: rollout.queries.clone(),
             ..opts.clone()
         };
         match self.drive(&journal, &mut rollout, &suite, opts).await {
@@ -350,6 +356,7 @@ impl<'a, T: Target> Controller<'a, T> {
             bake_ms: u64::try_from(opts.bake.as_millis()).unwrap_or(u64::MAX),
             shadow_percent: opts.shadow_percent,
             thresholds: opts.thresholds,
+            queries: opts.queries.clone(),
             started_ms: now,
             updated_ms: now,
         }))
@@ -511,13 +518,19 @@ impl<'a, T: Target> Controller<'a, T> {
         let before = self.scrape(model, version, slot).await;
         self.watchful_sleep(model, opts.bake).await?;
         let after = self.scrape(model, version, slot).await;
-        let checks = match (before, after) {
+        let mut checks = match (before, after) {
             (Ok(b), Ok(a)) => analysis::traffic_checks(&a.since(&b), &opts.thresholds),
             (Err(e), _) | (_, Err(e)) => vec![
                 scrape_failed("error_rate", opts.thresholds.max_error_rate, &e),
                 scrape_failed("p99_latency_ms", opts.thresholds.max_p99_ms, &e),
             ],
         };
+        for q in &opts.queries {
+            checks.push(
+                q.run(&self.client, self.prometheus.as_deref(), model, version)
+                    .await,
+            );
+        }
         for c in &checks {
             self.report(c);
         }
@@ -731,6 +744,7 @@ impl<'a, T: Target> Controller<'a, T> {
             bake_ms: 0,
             shadow_percent: 0,
             thresholds: Thresholds::default(),
+            queries: vec![],
             started_ms: now,
             updated_ms: now,
         };
@@ -891,6 +905,7 @@ fn noop(model: &str) -> Rollout {
         bake_ms: 0,
         shadow_percent: 0,
         thresholds: Thresholds::default(),
+        queries: vec![],
         started_ms: 0,
         updated_ms: 0,
     }

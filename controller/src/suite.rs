@@ -44,6 +44,9 @@ pub struct SuiteFile {
     /// The smoke suite.
     #[serde(default)]
     pub smoke: Smoke,
+    /// PromQL checks answered by a Prometheus server after each bake.
+    #[serde(default)]
+    pub queries: Vec<crate::prometheus::QueryCheck>,
 }
 
 /// Rollout settings a model's file may set.
@@ -228,7 +231,11 @@ impl SuiteFile {
     /// Every way the suite does not fit a version's signature, checked
     /// before anything is loaded.
     pub fn problems(&self, manifest: &Manifest) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = self
+            .queries
+            .iter()
+            .flat_map(crate::prometheus::QueryCheck::problems)
+            .collect();
         let cases = self.cases_for(manifest.version);
         if cases.len() < self.smoke.min_cases {
             problems.push(format!(

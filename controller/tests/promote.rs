@@ -171,6 +171,7 @@ fn options(version: u64, strategy: Strategy, steps: Vec<u32>, bake_ms: u64) -> P
             ..Thresholds::default()
         },
         resume: false,
+        queries: vec![],
     }
 }
 
@@ -540,6 +541,127 @@ async fn killed_at_every_transition_the_fleet_ends_all_old_or_all_new() {
         failed, 0,
         "requests failed while the controller crashed and recovered"
     );
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
+
+/// A real Prometheus server scraping the world's gateways every second.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn prometheus(w: &World) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let targets: Vec<String> = w
+        .gateways
+        .iter()
+        .map(|g| format!("\"{}\"", g.addrs.metrics))
+        .collect();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: switchyard\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus is not on PATH: run the tests through `make test`, which fetches Debian's package");
+    let p = Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        let up = client
+            .get(format!("{}/api/v1/query", p.url))
+            .query(&[("query", "count(up == 1)")])
+            .send()
+            .await;
+        if let Ok(r) = up {
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            if v["data"]["result"][0]["value"][1] == "2" {
+                return p;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Prometheus never scraped both gateways");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promql_checks_gate_a_rollout_and_no_data_never_passes() {
+    let w = world().await;
+    let prom = prometheus(&w).await;
+    let load = traffic(&w.fleet.inference_urls());
+    let suite = w.paths.suites.join("boosted.toml");
+    let base = std::fs::read_to_string(&suite).unwrap();
+    std::fs::write(
+        &suite,
+        format!(
+            "{base}\n[[queries]]\nname = \"green_answers\"\nquery = 'sum(switchyard_requests_total{{model=\"$model\",version=\"$version\",code=\"200\"}})'\nmin = 1.0\n\n[[queries]]\nname = \"green_server_errors\"\nquery = 'sum(increase(switchyard_requests_total{{model=\"$model\",version=\"$version\",code=~\"5..\"}}[1m])) or vector(0)'\nmax = 0.0\n"
+        ),
+    )
+    .unwrap();
+    let mut controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
+    controller.prometheus = Some(prom.url.clone());
+    let queries = SuiteFile::load(&w.paths.suites, "boosted")
+        .unwrap()
+        .0
+        .queries;
+    assert_eq!(queries.len(), 2);
+    let mut opts = options(2, Strategy::Canary, vec![100], 3000);
+    opts.queries = queries;
+
+    let r = controller.promote("boosted", &opts).await.unwrap();
+    assert_eq!(r.phase, Phase::Promoted);
+    let answers = r.checks.iter().find(|c| c.name == "green_answers").unwrap();
+    assert_eq!(answers.verdict, "pass", "{answers:?}");
+    assert!(answers.value.unwrap() >= 1.0);
+    controller.rollback("boosted").await.unwrap();
+
+    // A query that returns nothing fails the rollout, naming the query.
+    opts.queries.push(controller::prometheus::QueryCheck {
+        name: "nothing_here".into(),
+        query: "switchyard_no_such_metric{model=\"$model\"}".into(),
+        max: Some(1.0),
+        min: None,
+    });
+    let err = controller.promote("boosted", &opts).await.unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(
+        err.to_string().contains("nothing_here") && err.to_string().contains("returned nothing"),
+        "{err}"
+    );
+    for route in w.fleet.routes("boosted").await.unwrap() {
+        assert_eq!(route.weights, Weights::all_to(Slot::Blue));
+    }
+    let (_, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    drop(prom);
     for g in w.gateways {
         g.shutdown().await;
     }
