@@ -295,6 +295,32 @@ impl Tensor {
     }
 }
 
+/// Reads what a request declares about an input — its datatype and shape —
+/// and the element count the shape implies, for every front end alike.
+///
+/// # Errors
+/// A message naming the input: an unsupported datatype, a negative
+/// dimension, or a shape whose element count overflows.
+pub fn declared(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+) -> Result<(DataType, Vec<usize>, usize), String> {
+    let datatype: DataType = datatype
+        .parse()
+        .map_err(|e| format!("input {name:?}: {e}"))?;
+    let dims = shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| format!("input {name:?}: shape {shape:?} has a negative dimension"))?;
+    let elements = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("input {name:?}: shape {dims:?} is too large"))?;
+    Ok((datatype, dims, elements))
+}
+
 /// Stacks the tensors of several requests along the batch dimension. All
 /// parts must have the same name, type and row shape (the batcher checks
 /// that with [`same_row_shape`] before it groups requests).

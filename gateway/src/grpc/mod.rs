@@ -310,25 +310,8 @@ pub fn decode_inputs(
     let mut tensors = Vec::with_capacity(inputs.len());
     for input in inputs {
         let name = input.name;
-        let datatype: DataType = input
-            .datatype
-            .parse()
-            .map_err(|e| invalid(format!("input {name:?}: {e}")))?;
-        let shape = input
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| {
-                invalid(format!(
-                    "input {name:?}: shape {:?} has a negative dimension",
-                    input.shape
-                ))
-            })?;
-        let elements = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| invalid(format!("input {name:?}: shape {shape:?} is too large")))?;
+        let (datatype, shape, elements) =
+            crate::tensor::declared(&name, &input.datatype, &input.shape).map_err(invalid)?;
         let data = match (raw.next(), input.contents) {
             (Some(_), Some(_)) => {
                 return Err(invalid(format!(

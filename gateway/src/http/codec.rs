@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use switchyard_api::DataType;
 
 use super::json_data;
 use crate::tensor::{Tensor, TensorData, with_vec};
@@ -117,25 +116,8 @@ pub fn decode_request(
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
         let name = input.name;
-        let datatype: DataType = input
-            .datatype
-            .parse()
-            .map_err(|e| err(format!("input {name:?}: {e}")))?;
-        let shape = input
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<usize>, _>>()
-            .map_err(|_| {
-                err(format!(
-                    "input {name:?}: shape {:?} has a negative dimension",
-                    input.shape
-                ))
-            })?;
-        let elements = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| err(format!("input {name:?}: shape {shape:?} is too large")))?;
+        let (datatype, shape, elements) =
+            crate::tensor::declared(&name, &input.datatype, &input.shape).map_err(err)?;
         let binary_size = input
             .parameters
             .as_ref()
