@@ -666,3 +666,45 @@ async fn promql_checks_gate_a_rollout_and_no_data_never_passes() {
         g.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_promote_while_one_runs_is_refused() {
+    let w = world().await;
+    let load = traffic(&w.fleet.inference_urls());
+    let (paths, fleet) = (w.paths.clone(), w.fleet.clone());
+    let runner = tokio::spawn(async move {
+        let controller = Controller::new(&fleet, paths, |l| eprintln!("{l}"));
+        controller
+            .promote(
+                "boosted",
+                &options(2, Strategy::Canary, vec![50, 100], 1500),
+            )
+            .await
+    });
+    let journal = controller::journal::Journal::new(&w.paths.state, "boosted");
+    for _ in 0..200 {
+        if journal
+            .current()
+            .unwrap()
+            .is_some_and(|r| r.phase == Phase::Baking)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let second = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
+    let err = second
+        .promote("boosted", &options(1, Strategy::BlueGreen, vec![], 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 4, "{err}");
+    assert!(err.to_string().contains("already running"), "{err}");
+    // The first one is untouched and finishes.
+    let done = runner.await.unwrap().unwrap();
+    assert_eq!((done.phase, done.to_version), (Phase::Promoted, 2));
+    let (_, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
