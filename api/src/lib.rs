@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod datatype;
+pub mod duration;
 #[cfg(feature = "grpc")]
 pub mod grpc_codec;
 pub mod manifest;

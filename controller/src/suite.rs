@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use switchyard_api::duration::parse_duration;
 use switchyard_api::{DataType, Manifest};
 
 /// A model's smoke-tests file.
@@ -303,25 +304,6 @@ impl RolloutDefaults {
     /// A message naming the bad value.
     pub fn bake(&self) -> Result<Option<Duration>, String> {
         self.bake.as_deref().map(parse_duration).transpose()
-    }
-}
-
-/// Parses `500ms`, `30s`, `5m`.
-///
-/// # Errors
-/// A message with the text.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s or 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?} needs a unit: ms, s or m")),
     }
 }
 

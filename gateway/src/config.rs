@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use switchyard_api::duration::parse_duration;
 use switchyard_api::manifest::BackendKind;
 
 /// Command-line flags; each can also come from its environment variable.
@@ -379,26 +380,6 @@ fn parse_backends(
         return None;
     }
     Some(out)
-}
-
-/// Parses `250ms`, `10s`, `2m` or `1h`.
-///
-/// # Errors
-/// A message with the text that did not parse.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s or 2m"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
-    })
 }
 
 #[cfg(test)]
