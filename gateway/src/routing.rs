@@ -106,6 +106,29 @@ impl Route {
         self.slots[slot.index()].as_ref()
     }
 
+    /// The version a metadata or readiness question means: the pinned
+    /// version, or else the live slot's, or the standby's when live is empty.
+    ///
+    /// # Errors
+    /// [`RouteError`] naming the missing version or slot.
+    pub fn described(&self, version: Option<u64>) -> Result<Arc<LoadedModel>, RouteError> {
+        let pin = version.map_or(Pin::Slot(self.live), Pin::Version);
+        let picked = self.pick(pin).or_else(|e| match version {
+            Some(_) => Err(e),
+            None => self.pick(Pin::Slot(self.live.other())).map_err(|_| e),
+        })?;
+        Ok(picked.model)
+    }
+
+    /// The versions loaded in the slots, live first, as the protocol writes them.
+    pub fn loaded_versions(&self) -> Vec<String> {
+        [self.live, self.live.other()]
+            .into_iter()
+            .filter_map(|s| self.slot(s))
+            .map(|m| m.version_label.clone())
+            .collect()
+    }
+
     /// Picks the version for one request.
     ///
     /// Weighted picks are exact over every 100 consecutive requests: the

@@ -117,16 +117,10 @@ impl GrpcInferenceService for InferenceService {
         let route = table
             .route(&r.name)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        let picked = match pin {
-            Some(v) => route.pick(Pin::Version(v)),
-            // Unpinned: the live slot's version, or the standby's if the
-            // live slot is empty.
-            None => route
-                .pick(Pin::Slot(route.live))
-                .or_else(|e| route.pick(Pin::Slot(route.live.other())).map_err(|_| e)),
-        }
-        .map_err(|e| Status::not_found(e.to_string()))?;
-        let m = &picked.model.manifest;
+        let picked = route
+            .described(pin)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let m = &picked.manifest;
         let tensors = |specs: &[switchyard_api::manifest::TensorSpec]| {
             specs
                 .iter()
@@ -139,11 +133,7 @@ impl GrpcInferenceService for InferenceService {
         };
         Ok(Response::new(ModelMetadataResponse {
             name: m.name.clone(),
-            versions: [route.live, route.live.other()]
-                .into_iter()
-                .filter_map(|s| route.slot(s))
-                .map(|m| m.version_label.clone())
-                .collect(),
+            versions: route.loaded_versions(),
             platform: m.platform.clone(),
             inputs: tensors(&m.inputs),
             outputs: tensors(&m.outputs),

@@ -133,31 +133,10 @@ fn lookup(
     let route = table
         .route(model)
         .map_err(|e| HttpError::new(StatusCode::NOT_FOUND, e.to_string()))?;
-    let versions = [route.live, route.live.other()]
-        .into_iter()
-        .filter_map(|s| route.slot(s))
-        .map(|m| m.version_label.clone())
-        .collect();
-    let pin = version.map_or(Pin::Slot(route.live), Pin::Version);
-    let picked = route
-        .pick(pin)
-        .or_else(|_| route.pick(Pin::Slot(route.live.other())).map_err(|_| ()))
-        .map_err(|()| {
-            HttpError::new(
-                StatusCode::NOT_FOUND,
-                format!("model {model:?} has no version loaded"),
-            )
-        });
-    let picked = match (version, picked) {
-        (Some(v), _) if route.pick(Pin::Version(v)).is_err() => {
-            return Err(HttpError::new(
-                StatusCode::NOT_FOUND,
-                format!("version {v} of model {model:?} is not loaded"),
-            ));
-        }
-        (_, p) => p?,
-    };
-    Ok((picked.model.manifest.clone(), versions))
+    let model = route
+        .described(version)
+        .map_err(|e| HttpError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok((model.manifest.clone(), route.loaded_versions()))
 }
 
 pub(super) async fn model_ready(State(app): State<App>, Path(model): Path<String>) -> Response {
