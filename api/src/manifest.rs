@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::DataType;
+use crate::drift::DriftSettings;
 
 /// The name of the manifest file inside a version folder.
 pub const MANIFEST_FILE: &str = "model.toml";
@@ -45,6 +46,10 @@ pub struct Manifest {
     /// Class names: `labels[i]` names label value `i`.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The reference profile of the training data (a file listed under
+    /// `files`), which live drift is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// The inputs the graph takes.
     pub inputs: Vec<TensorSpec>,
     /// The outputs the graph gives.
@@ -52,6 +57,9 @@ pub struct Manifest {
     /// Dynamic batching settings.
     #[serde(default)]
     pub batching: Batching,
+    /// How drift is measured, when there is a profile.
+    #[serde(default)]
+    pub drift: DriftSettings,
     /// Where this version came from.
     #[serde(default)]
     pub provenance: Provenance,
@@ -296,6 +304,14 @@ impl Manifest {
                 b.max_queue_delay_us
             ));
         }
+        if let Some(profile) = &self.profile
+            && !self.files.contains_key(profile)
+        {
+            problems.push(format!(
+                "profile {profile:?} must be listed under files with its sha256"
+            ));
+        }
+        problems.extend(self.drift.validate());
         if !self.files.contains_key(MODEL_FILE) {
             problems.push(format!("files must list {MODEL_FILE:?} with its sha256"));
         }

@@ -77,6 +77,10 @@ pub struct Flags {
     /// Ready only when every model of the repository serves [default: true].
     #[arg(long, env = "SWITCHYARD_STRICT_READINESS")]
     pub strict_readiness: Option<bool>,
+    /// Count every served row against its version's reference profile
+    /// (live drift) [default: true].
+    #[arg(long, env = "SWITCHYARD_DRIFT")]
+    pub drift: Option<bool>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -103,6 +107,7 @@ pub struct FileConfig {
     max_body_bytes: Option<usize>,
     drain_timeout: Option<String>,
     strict_readiness: Option<bool>,
+    drift: Option<bool>,
     log_format: Option<String>,
     /// Per-model settings, `[model.<name>]`.
     #[serde(default)]
@@ -157,6 +162,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Strict readiness.
     pub strict_readiness: bool,
+    /// Live drift tracking.
+    pub drift: bool,
     /// JSON logs.
     pub json_logs: bool,
 }
@@ -296,6 +303,7 @@ impl Flags {
                 .strict_readiness
                 .or(file.strict_readiness)
                 .unwrap_or(true),
+            drift: self.drift.or(file.drift).unwrap_or(true),
             json_logs: log_format == "json",
         };
         problems.extend(config.validate());

@@ -188,8 +188,14 @@ impl Serving {
         let now = Instant::now();
         let deadline = now + timeout;
         let mirrored = shadow.map(|s| (mirror(&s, &inputs, rows, deadline, now), s));
+        if let Some(drift) = &model.drift {
+            drift.record_inputs(&inputs, rows, now);
+        }
         let rx = queue(model, inputs, rows, deadline, now)?;
         let all = wait(model, rx, deadline, timeout).await?;
+        if let Some(drift) = &model.drift {
+            drift.record_outputs(&all, rows, now);
+        }
         if let Some((shadow_rx, shadow)) = mirrored {
             self.compare_later(model, &shadow, shadow_rx, &all);
         }

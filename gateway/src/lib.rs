@@ -6,11 +6,13 @@
 //! knows nothing of HTTP or gRPC; the front ends ([`http`], [`grpc`])
 //! decode, call it and encode; [`backend`] and [`repository`] are the seams
 //! for inference engines and model sources. `docs/architecture.md` draws
-//! the picture.
+//! the picture. [`drift`] counts every served row against its version's
+//! reference profile.
 
 pub mod backend;
 pub mod batcher;
 pub mod config;
+pub mod drift;
 pub mod grpc;
 pub mod http;
 pub mod infer;

@@ -1,6 +1,6 @@
 //! The one path from a version in the repository to a routable
 //! [`LoadedModel`], used at start-up and for every hot swap: fetch, verify
-//! every file's sha256, parse the manifest, load the graph with the first
+//! every file's sha256, parse the manifest, read the reference profile, load the graph with the first
 //! backend that can, check the manifest's signature against the graph, warm
 //! up every batch size, start the batcher. Any failure stops the path and
 //! names the file and the reason; nothing that is serving is touched.
@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use switchyard_api::admin::{Slot, VersionState};
 use switchyard_api::manifest::{BackendKind, MODEL_FILE, Manifest, ManifestError, TensorSpec};
+use switchyard_api::profile::ProfileError;
 
 use crate::backend::{BackendError, Backends, GraphTensor, Session, backend_name};
 use crate::batcher::{Batcher, ThreadBudget};
+use crate::drift::DriftTracker;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::repository::{ModelSource, SourceError};
@@ -57,6 +59,9 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
+    /// The reference profile is unreadable or does not fit the model.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
     /// A worker thread could not be started.
     #[error("cannot start inference threads")]
     Thread(#[source] std::io::Error),
@@ -77,6 +82,8 @@ pub struct LoadContext {
     pub budget: ThreadBudget,
     /// Where load metrics go.
     pub metrics: Metrics,
+    /// Whether versions with a profile track live drift.
+    pub drift: bool,
 }
 
 impl LoadContext {
@@ -110,6 +117,9 @@ impl LoadContext {
         let dir = self.source.fetch(model, version)?;
         let manifest = Manifest::load(&dir)?;
         manifest.verify_files(&dir)?;
+        // Read before the engine: a profile that does not fit is refused
+        // as early as a wrong hash.
+        let drift = DriftTracker::for_version(&manifest, &dir)?.filter(|_| self.drift);
         let file = dir.join(MODEL_FILE);
         let file_name = file.display().to_string();
 
@@ -188,6 +198,7 @@ impl LoadContext {
             backend,
             batcher,
             metrics,
+            drift,
             load_seconds: started.elapsed().as_secs_f64(),
         })
     }

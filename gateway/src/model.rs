@@ -10,6 +10,7 @@ use switchyard_api::admin::Slot;
 use switchyard_api::manifest::BackendKind;
 
 use crate::batcher::Batcher;
+use crate::drift::DriftTracker;
 use crate::metrics::VersionMetrics;
 
 /// A version in a slot, ready to serve.
@@ -27,6 +28,8 @@ pub struct LoadedModel {
     pub batcher: Batcher,
     /// Its request-path metric handles.
     pub metrics: VersionMetrics,
+    /// Its live drift window, when it has a profile.
+    pub drift: Option<DriftTracker>,
     /// How long verify, load and warm-up took.
     pub load_seconds: f64,
 }

@@ -83,6 +83,7 @@ pub fn build_serving(config: &Config) -> Serving {
         backends,
         backend_overrides: config.model_backends.clone(),
         instances: config.instances,
+        drift: config.drift,
         budget: ThreadBudget::new(config.inference_threads),
         metrics,
     };

@@ -10,10 +10,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use switchyard_api::admin::{RouteView, Slot, SlotView, VersionState, Weights};
+use switchyard_api::drift::{DriftReport, VersionDrift};
 
 use crate::backend::backend_name;
 use crate::loader::{LoadContext, LoadError};
@@ -472,6 +473,29 @@ impl Serving {
         Ok(self.view_of(&route))
     }
 
+    /// One model's live drift, per loaded version.
+    ///
+    /// # Errors
+    /// [`AdminError::UnknownModel`].
+    pub fn drift_report(&self, model: &str) -> Result<DriftReport, AdminError> {
+        let route = self.route(model)?;
+        Ok(drift_of(&route, Instant::now()))
+    }
+
+    /// Every model's live drift, for `/metrics`.
+    pub fn drift_reports(&self) -> Vec<DriftReport> {
+        let now = Instant::now();
+        let table = self.table();
+        table.routes.values().map(|r| drift_of(r, now)).collect()
+    }
+
+    /// The Prometheus text of every metric, drift computed now included.
+    pub fn render_metrics(&self) -> String {
+        let mut text = self.metrics().render();
+        crate::drift::render(&self.drift_reports(), &mut text);
+        text
+    }
+
     fn view_of(&self, route: &Route) -> RouteView {
         let slot_view = |slot: Slot| {
             route.slot(slot).map(|m| SlotView {
@@ -598,6 +622,32 @@ fn set_status(
 }
 
 /// An error and every cause under it, on one line.
+fn drift_of(route: &Route, now: Instant) -> DriftReport {
+    let mut per_version: BTreeMap<u64, Vec<VersionDrift>> = BTreeMap::new();
+    let mut untracked = Vec::new();
+    for slot in [Slot::Blue, Slot::Green] {
+        let Some(m) = route.slot(slot) else { continue };
+        match &m.drift {
+            Some(tracker) => {
+                let mut report = tracker.report(m.version(), now);
+                report.slots = vec![slot.as_str().to_owned()];
+                per_version.entry(m.version()).or_default().push(report);
+            }
+            None => untracked.push(m.version()),
+        }
+    }
+    untracked.sort_unstable();
+    untracked.dedup();
+    DriftReport {
+        model: route.model.clone(),
+        versions: per_version
+            .values()
+            .filter_map(|r| VersionDrift::merged(r))
+            .collect(),
+        untracked,
+    }
+}
+
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();

@@ -254,7 +254,8 @@ fn add_version(models: &std::path::Path, onnx: &[u8], listed_sha: Option<&str>) 
     let manifest = std::fs::read_to_string(models.join("boosted/2/model.toml")).unwrap();
     let mut m = switchyard_api::Manifest::parse(&manifest).unwrap();
     m.version = 4;
-    m.files.remove("golden.json");
+    m.profile = None;
+    m.files.retain(|f, _| f == "model.onnx");
     m.files.insert(
         "model.onnx".into(),
         listed_sha.unwrap_or(&actual).to_owned(),

@@ -44,6 +44,7 @@ pub fn router(app: App, token: Option<String>, listeners: GatewayInfo) -> Router
         .route("/admin/models/{model}/weights", put(weights))
         .route("/admin/models/{model}/shadow", put(shadow))
         .route("/admin/models/{model}/rollout", put(rollout))
+        .route("/admin/models/{model}/drift", get(drift))
         .route(
             "/admin/models/{model}/versions/{version}",
             get(version_status),
@@ -93,6 +94,10 @@ async fn list(State(app): State<App>) -> Response {
 
 async fn show(State(app): State<App>, Path(model): Path<String>) -> Result<Response, HttpError> {
     Ok(Json(app.serving.view(&model)?).into_response())
+}
+
+async fn drift(State(app): State<App>, Path(model): Path<String>) -> Result<Response, HttpError> {
+    Ok(Json(app.serving.drift_report(&model)?).into_response())
 }
 
 fn slot(s: &str) -> Result<Slot, HttpError> {

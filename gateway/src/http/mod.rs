@@ -115,7 +115,7 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        app.serving.metrics().render(),
+        app.serving.render_metrics(),
     )
 }
 

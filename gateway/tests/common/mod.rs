@@ -96,6 +96,7 @@ pub async fn start_with_backends(models: &Path, backends: Backends, timeout: &st
         backends,
         backend_overrides: Default::default(),
         instances: 1,
+        drift: true,
         budget: ThreadBudget::new(2),
         metrics: Metrics::new(),
     };
