@@ -41,6 +41,7 @@ fn loaded(
         backend: BackendKind::Ort,
         batcher,
         metrics: vm,
+        drift: None,
         load_seconds: 0.0,
     })
 }

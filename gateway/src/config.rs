@@ -3,7 +3,7 @@
 //! validated without I/O reporting every problem at once; a bad
 //! configuration exits non-zero before anything listens.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +77,11 @@ pub struct Flags {
     /// Ready only when every model of the repository serves [default: true].
     #[arg(long, env = "SWITCHYARD_STRICT_READINESS")]
     pub strict_readiness: Option<bool>,
+    /// Versions to serve at start instead of the newest, `model=version`
+    /// comma-separated (a saved routing still wins). A pinned version that
+    /// does not load leaves the gateway not ready; there is no fallback.
+    #[arg(long, env = "SWITCHYARD_PINNED_VERSIONS", value_delimiter = ',')]
+    pub pinned_versions: Option<Vec<String>>,
     /// Count every served row against its version's reference profile
     /// (live drift) [default: true].
     #[arg(long, env = "SWITCHYARD_DRIFT")]
@@ -121,6 +126,8 @@ pub struct ModelConfig {
     /// Backend order for this model, overriding its manifest.
     #[serde(default)]
     pub backends: Vec<String>,
+    /// The version to serve at start instead of the newest.
+    pub version: Option<u64>,
 }
 
 /// The validated configuration.
@@ -164,6 +171,8 @@ pub struct Config {
     pub strict_readiness: bool,
     /// Live drift tracking.
     pub drift: bool,
+    /// Versions served at start instead of the newest.
+    pub pinned_versions: BTreeMap<String, u64>,
     /// JSON logs.
     pub json_logs: bool,
 }
@@ -251,7 +260,33 @@ impl Flags {
         let backends = parse_backends("backends", self.backends.or(file.backends), &mut problems)
             .unwrap_or_else(|| vec![BackendKind::Ort, BackendKind::Tract]);
         let mut model_backends = HashMap::new();
+        let mut pinned_versions = BTreeMap::new();
+        for (name, m) in &file.model {
+            if let Some(v) = m.version {
+                pinned_versions.insert(name.clone(), v);
+            }
+        }
+        for pin in self.pinned_versions.unwrap_or_default() {
+            let pin = pin.trim();
+            if pin.is_empty() {
+                continue;
+            }
+            match pin
+                .split_once('=')
+                .and_then(|(m, v)| Some((m.trim(), v.trim().parse::<u64>().ok()?)))
+            {
+                Some((m, v)) if !m.is_empty() && v > 0 => {
+                    pinned_versions.insert(m.to_owned(), v);
+                }
+                _ => problems.push(format!(
+                    "pinned_versions: {pin:?} is not model=version (a positive integer)"
+                )),
+            }
+        }
         for (name, m) in file.model {
+            if m.backends.is_empty() {
+                continue;
+            }
             if let Some(order) = parse_backends(
                 &format!("model.{name}.backends"),
                 Some(m.backends),
@@ -304,6 +339,7 @@ impl Flags {
                 .or(file.strict_readiness)
                 .unwrap_or(true),
             drift: self.drift.or(file.drift).unwrap_or(true),
+            pinned_versions,
             json_logs: log_format == "json",
         };
         problems.extend(config.validate());
@@ -453,6 +489,35 @@ mod tests {
             ..Flags::default()
         };
         assert!(off_loopback_with_token.merge(FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn pinned_versions_come_from_the_file_and_the_flag() {
+        let file: FileConfig =
+            toml::from_str("[model.boosted]\nversion = 2\n[model.mlp]\nversion = 1\n").unwrap();
+        let flags = Flags {
+            pinned_versions: Some(vec!["boosted=3".into(), " dropout = 1 ".into()]),
+            ..Flags::default()
+        };
+        let c = flags.merge(file).unwrap();
+        let pins: Vec<(&str, u64)> = c
+            .pinned_versions
+            .iter()
+            .map(|(m, v)| (m.as_str(), *v))
+            .collect();
+        assert_eq!(pins, [("boosted", 3), ("dropout", 1), ("mlp", 1)]);
+        let bad = Flags {
+            pinned_versions: Some(vec!["boosted".into(), "mlp=0".into()]),
+            ..Flags::default()
+        };
+        let ConfigError::Invalid(problems) = bad.merge(FileConfig::default()).unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("\"boosted\" is not model=version"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn build_serving(config: &Config) -> Serving {
         default_timeout: config.request_timeout,
         load_threads: config.load_threads,
         strict_readiness: config.strict_readiness,
+        pinned: config.pinned_versions.clone(),
     };
     Serving::new(
         loader,

@@ -73,6 +73,8 @@ pub struct ServingSettings {
     pub load_threads: usize,
     /// Ready only when every model of the repository serves.
     pub strict_readiness: bool,
+    /// Versions served at start instead of the newest.
+    pub pinned: BTreeMap<String, u64>,
 }
 
 /// The gateway's shared state.
@@ -167,10 +169,23 @@ impl Serving {
         };
         let models = self.loader.source.models()?;
         let mut all_served = true;
+        for model in self.settings.pinned.keys() {
+            if !models.contains(model) {
+                tracing::error!(
+                    model,
+                    "a version of this model is pinned, but the repository has no such model"
+                );
+                all_served = false;
+            }
+        }
         for model in &models {
-            let served = match saved.as_ref().and_then(|s| s.models.get(model)) {
-                Some(route) => self.restore(model, route).await,
-                None => self.start_newest(model).await,
+            let served = match (
+                saved.as_ref().and_then(|s| s.models.get(model)),
+                self.settings.pinned.get(model),
+            ) {
+                (Some(route), _) => self.restore(model, route).await,
+                (None, Some(&version)) => self.start_pinned(model, version).await,
+                (None, None) => self.start_newest(model).await,
             };
             all_served &= served;
         }
@@ -183,6 +198,18 @@ impl Serving {
             );
         }
         Ok(())
+    }
+
+    /// The pinned version or nothing: serving another version than the one
+    /// asked for (a Deployment's pin, say) would be worse than not serving.
+    async fn start_pinned(&self, model: &str, version: u64) -> bool {
+        match self.load(model, version, Slot::Blue).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(model, version, error = %error_chain(&e), "pinned version refused");
+                false
+            }
+        }
     }
 
     async fn start_newest(&self, model: &str) -> bool {

@@ -375,3 +375,36 @@ async fn the_operators_backend_order_falls_back_past_a_refusal() {
     common::assert_golden(&r.json().await.unwrap(), &g, 8);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_versions_are_served_at_start_and_a_bad_pin_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::copy_models(dir.path());
+    let gw = gateway::server::start(&common::config(
+        &models,
+        None,
+        &["--pinned-versions=boosted=1,linear=1"],
+    ))
+    .await
+    .unwrap();
+    assert!(gw.serving.is_ready());
+    let view = gw.serving.view("boosted").unwrap();
+    assert_eq!(
+        view.blue.map(|s| s.version),
+        Some(1),
+        "pinned, not the newest"
+    );
+    gw.shutdown().await;
+
+    // A pin that cannot be served is not replaced by another version.
+    let gw = gateway::server::start(&common::config(
+        &models,
+        None,
+        &["--pinned-versions=boosted=9"],
+    ))
+    .await
+    .unwrap();
+    assert!(!gw.serving.is_ready(), "a pinned version that is missing");
+    assert!(gw.serving.view("boosted").is_err(), "no route without it");
+    gw.shutdown().await;
+}

@@ -104,6 +104,7 @@ pub async fn start_with_backends(models: &Path, backends: Backends, timeout: &st
         default_timeout: config.request_timeout,
         load_threads: 1,
         strict_readiness: true,
+        pinned: Default::default(),
     };
     let serving = Serving::new(loader, settings, None::<StateStore>);
     server::start_with(&config, Arc::new(serving))
