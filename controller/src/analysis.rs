@@ -22,6 +22,83 @@ pub struct Snapshot {
     pub buckets: BTreeMap<u64, f64>,
     /// Shadow results: agree, disagree, error, dropped.
     pub shadow: BTreeMap<String, f64>,
+    /// The version's drift window on each gateway scraped, in order: not
+    /// a counter, so it is the latest state and not a difference.
+    pub drift: Vec<DriftGauges>,
+}
+
+/// One gateway's drift gauges of one version.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DriftGauges {
+    /// `switchyard_drift_ready`, absent without a profile (or with drift
+    /// tracking off).
+    pub ready: Option<f64>,
+    /// `switchyard_drift_drifted_features_ratio`, present when ready.
+    pub drifted_ratio: Option<f64>,
+    /// `switchyard_drift_window_rows`.
+    pub rows: Option<f64>,
+}
+
+/// The drift gate: the share of the version's features that drifted on the
+/// worst gateway, against `max_drift_share`; `None` when the gate is off.
+/// A gateway without drift figures for the version (no profile) or whose
+/// window has too few rows makes it inconclusive, never a pass.
+pub fn drift_check(window: &Snapshot, t: &Thresholds) -> Option<CheckResult> {
+    let max = t.max_drift_share?;
+    let name = "drift_share";
+    if window.drift.is_empty() {
+        return Some(result(
+            name,
+            None,
+            max,
+            "inconclusive",
+            "no gateway was scraped".into(),
+        ));
+    }
+    let untracked = window.drift.iter().filter(|d| d.ready.is_none()).count();
+    if untracked > 0 {
+        return Some(result(
+            name,
+            None,
+            max,
+            "inconclusive",
+            format!(
+                "{untracked} of {} gateways report no drift for this version: it has no reference profile, or drift tracking is off",
+                window.drift.len()
+            ),
+        ));
+    }
+    let waiting: Vec<&DriftGauges> = window
+        .drift
+        .iter()
+        .filter(|d| d.ready != Some(1.0) || d.drifted_ratio.is_none())
+        .collect();
+    if !waiting.is_empty() {
+        let rows: f64 = waiting.iter().filter_map(|d| d.rows).sum();
+        return Some(result(
+            name,
+            None,
+            max,
+            "inconclusive",
+            format!(
+                "drift windows not ready on {} of {} gateways ({rows} rows there, fewer than min_rows)",
+                waiting.len(),
+                window.drift.len()
+            ),
+        ));
+    }
+    let worst = window
+        .drift
+        .iter()
+        .filter_map(|d| d.drifted_ratio)
+        .fold(0.0, f64::max);
+    Some(result(
+        name,
+        Some(worst),
+        max,
+        if worst <= max { "pass" } else { "fail" },
+        format!("{worst:.2} of the features drifted on the worst gateway (max {max})"),
+    ))
 }
 
 /// One sample of the text exposition.
@@ -97,6 +174,7 @@ impl Snapshot {
     /// Adds one gateway's counters of `model` version `version` in `slot`.
     pub fn add(&mut self, text: &str, model: &str, version: u64, slot: Slot) {
         let v = version.to_string();
+        let mut drift = DriftGauges::default();
         for s in parse(text) {
             let label = |k: &str| s.labels.get(k).map(String::as_str);
             if label("model") != Some(model) {
@@ -129,9 +207,19 @@ impl Snapshot {
                         .entry(label("result").unwrap_or("").to_owned())
                         .or_default() += s.value;
                 }
+                "switchyard_drift_ready" if label("version") == Some(&v) => {
+                    drift.ready = Some(s.value);
+                }
+                "switchyard_drift_drifted_features_ratio" if label("version") == Some(&v) => {
+                    drift.drifted_ratio = Some(s.value);
+                }
+                "switchyard_drift_window_rows" if label("version") == Some(&v) => {
+                    drift.rows = Some(s.value);
+                }
                 _ => {}
             }
         }
+        self.drift.push(drift);
     }
 
     /// What happened between `before` and `self`.
@@ -154,6 +242,7 @@ impl Snapshot {
                 })
                 .collect(),
             shadow: diff(&self.shadow, &before.shadow),
+            drift: self.drift.clone(),
         }
     }
 

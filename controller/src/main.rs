@@ -1,4 +1,5 @@
-//! `controller`: promote, abort, rollback, status, history, smoke, validate.
+//! `controller`: promote, abort, rollback, status, history, smoke, validate,
+//! drift, profile.
 //! Progress goes to stderr; the result to stdout, as text or `--json`.
 //! Exit codes: 0 done, 1 rolled back, 2 bad input (nothing changed),
 //! 3 the fleet needs a human, 4 another rollout holds the model, 5 the
@@ -12,11 +13,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use controller::fleet::{LocalFleet, Target};
+use controller::fleet::cli::{KubeArgs, TargetKind};
+use controller::fleet::{AnyTarget, LocalFleet, Target};
 use controller::journal::{Journal, Phase, Rollout, Strategy};
 use controller::rollout::{
     ControlError, Controller, Marker, Paths, PromoteOptions, logged_models, terminal,
 };
+use controller::source::cli::SourceArgs;
 use controller::suite::{SuiteFile, parse_duration};
 use switchyard_api::Manifest;
 
@@ -77,6 +80,17 @@ struct Cli {
     /// How long a gateway may take to answer an admin call.
     #[arg(long, global = true, default_value = "10s")]
     gateway_timeout: String,
+    /// Where rollouts act: local (gateways through --gateways) or kubernetes (the Deployments and Services of k8s/).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_TARGET",
+        value_enum,
+        default_value = "local"
+    )]
+    target: TargetKind,
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,7 +108,7 @@ enum Command {
     Promote {
         /// The model.
         model: String,
-        /// The version [default: the newest in the repository].
+        /// The version [default: the newest in the repository]; with --from mlflow, MLflow's version number.
         #[arg(long)]
         version: Option<u64>,
         /// How traffic moves [default: the model's file, else canary].
@@ -115,6 +129,8 @@ enum Command {
         /// Continue the interrupted rollout of this model.
         #[arg(long)]
         resume: bool,
+        #[command(flatten)]
+        source: SourceArgs,
     },
     /// Stop a running rollout at its next step, holding its weights, until `resume` or `abort`.
     Pause {
@@ -157,6 +173,36 @@ enum Command {
     },
     /// Check every version's manifest and file hashes in the repository.
     Validate,
+    /// Live drift of a model's loaded versions against their training data, per feature, added up over the fleet (--gateways).
+    Drift {
+        /// The model.
+        model: String,
+    },
+    /// Write a version's reference profile (for drift) from its training data, and name it in its manifest.
+    Profile {
+        /// The model.
+        model: String,
+        /// The version, a folder of the repository.
+        version: u64,
+        /// The training data: a .csv with a header row, or a .parquet file; columns named as the manifest's features.
+        #[arg(long)]
+        data: PathBuf,
+        /// Quantile bins per numeric feature.
+        #[arg(long, default_value_t = 10)]
+        bins: usize,
+        /// Columns to treat as categorical whatever their values, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        categorical: Vec<String>,
+        /// Whole-number columns with at most this many distinct values are categorical.
+        #[arg(long, default_value_t = 20)]
+        max_categories: usize,
+        /// The column holding the model's predictions on these rows [default: one named like the first output, if any].
+        #[arg(long)]
+        prediction_column: Option<String>,
+        /// Replace an existing profile.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn progress(line: &str) {
@@ -187,6 +233,53 @@ async fn run(cli: Cli) -> ExitCode {
     if let Command::Validate = cli.command {
         return validate(&paths.models, cli.json);
     }
+    if let Command::Profile {
+        model,
+        version,
+        data,
+        bins,
+        categorical,
+        max_categories,
+        prediction_column,
+        force,
+    } = &cli.command
+    {
+        let opts = controller::profiling::ProfileOptions {
+            bins: *bins,
+            categorical: categorical.clone(),
+            max_categories: *max_categories,
+            prediction_column: prediction_column.clone(),
+            force: *force,
+        };
+        let dir = paths.models.join(model).join(version.to_string());
+        return finish(cli.json, profile(&dir, data, &opts), |v| {
+            format!(
+                "wrote {} ({} rows; numeric: {}; categorical: {}); reload the version for the gateway to track drift",
+                v["profile"].as_str().unwrap_or_default(),
+                v["rows"],
+                v["numeric"].as_array().map_or(0, Vec::len),
+                v["categorical"].as_array().map_or(0, Vec::len),
+            )
+        });
+    }
+    if let Command::Drift { model } = &cli.command {
+        let timeout = parse_duration(&cli.gateway_timeout).unwrap_or(Duration::from_secs(10));
+        let report = controller::drift::fleet_drift(
+            &reqwest::Client::new(),
+            &cli.gateways,
+            cli.admin_token.as_deref(),
+            model,
+            timeout,
+        )
+        .await
+        .map_err(|e| ControlError::Fleet(e.to_string()))
+        .map(|r| serde_json::json!(r));
+        return finish(cli.json, report, |v| {
+            serde_json::from_value(v.clone())
+                .map(|r| controller::drift::table(&r))
+                .unwrap_or_default()
+        });
+    }
     if let Command::History { model } = &cli.command {
         return finish(
             cli.json,
@@ -210,14 +303,22 @@ async fn run(cli: Cli) -> ExitCode {
             );
         }
     };
-    let fleet = match LocalFleet::connect(
-        &cli.gateways,
-        cli.admin_token.clone(),
-        timeout,
-        timeout * 12,
-    )
-    .await
-    {
+    let fleet = match cli.target {
+        TargetKind::Local => LocalFleet::connect(
+            &cli.gateways,
+            cli.admin_token.clone(),
+            timeout,
+            timeout * 12,
+        )
+        .await
+        .map(AnyTarget::Local),
+        TargetKind::Kubernetes => cli
+            .kube
+            .connect()
+            .await
+            .map(|t| AnyTarget::Kubernetes(Box::new(t))),
+    };
+    let fleet = match fleet {
         Ok(f) => f,
         Err(e) => return fail(cli.json, &ControlError::Invalid(e.to_string())),
     };
@@ -233,6 +334,7 @@ async fn run(cli: Cli) -> ExitCode {
             full,
             shadow_percent,
             resume,
+            source,
         } => {
             match options(
                 &paths,
@@ -244,11 +346,30 @@ async fn run(cli: Cli) -> ExitCode {
                 full,
                 shadow_percent,
                 resume,
-            ) {
-                Ok(opts) => controller
-                    .promote(&model, &opts)
+            )
+            .and_then(|opts| {
+                fleet
+                    .supports(opts.strategy)
+                    .map(|()| opts)
+                    .map_err(ControlError::Invalid)
+            }) {
+                // The source is read only once every other flag is known good.
+                Ok(opts) => match source
+                    .resolve(&paths, &model, version, resume, progress)
                     .await
-                    .map(|r| serde_json::json!(r)),
+                {
+                    Ok(from) => controller
+                        .promote(
+                            &model,
+                            &PromoteOptions {
+                                version: from.version,
+                                ..opts
+                            },
+                        )
+                        .await
+                        .map(|r| from.annotate(serde_json::json!(r))),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -280,7 +401,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Smoke { model, version } => {
             smoke(&controller, &fleet, &paths, &model, version).await
         }
-        Command::History { .. } | Command::Validate => unreachable_command(),
+        Command::History { .. }
+        | Command::Validate
+        | Command::Drift { .. }
+        | Command::Profile { .. } => unreachable_command(),
     };
     finish(cli.json, result, |v| {
         if v.get("phase").is_some() {
@@ -370,7 +494,7 @@ fn pause(paths: &Paths, model: &str) -> Result<serde_json::Value, ControlError> 
 }
 
 async fn status(
-    fleet: &LocalFleet,
+    fleet: &AnyTarget,
     paths: &Paths,
     model: Option<String>,
 ) -> Result<serde_json::Value, ControlError> {
@@ -404,8 +528,8 @@ async fn status(
 }
 
 async fn smoke(
-    controller: &Controller<'_, LocalFleet>,
-    fleet: &LocalFleet,
+    controller: &Controller<'_, AnyTarget>,
+    fleet: &AnyTarget,
     paths: &Paths,
     model: &str,
     version: u64,
@@ -445,11 +569,11 @@ async fn smoke(
         })?;
     let report = controller::smoke::run(
         &controller.client,
-        &fleet.inference_urls(),
+        &fleet.slot_urls(slot),
         &suite,
         model,
         version,
-        slot,
+        fleet.gateway_slot(slot),
     )
     .await;
     if report.passed() {
@@ -509,6 +633,30 @@ fn fail(json: bool, e: &ControlError) -> ExitCode {
     }
     eprintln!("controller: {e}");
     ExitCode::from(e.exit_code())
+}
+
+fn profile(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    opts: &controller::profiling::ProfileOptions,
+) -> Result<serde_json::Value, ControlError> {
+    use controller::profiling::{Table, build, install, summary};
+    let invalid = |e: controller::profiling::ProfilingError| ControlError::Invalid(e.to_string());
+    let manifest = Manifest::load(dir).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let table = Table::read(data).map_err(invalid)?;
+    let source = data
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let profile = build(&manifest, &table, opts, &source).map_err(invalid)?;
+    let path = install(dir, &profile, opts.force).map_err(invalid)?;
+    let kinds = summary(&profile);
+    Ok(serde_json::json!({
+        "profile": path,
+        "rows": profile.rows,
+        "numeric": kinds.get("numeric").cloned().unwrap_or_default(),
+        "categorical": kinds.get("categorical").cloned().unwrap_or_default(),
+        "prediction": profile.prediction.as_ref().map(|p| &p.name),
+    }))
 }
 
 fn validate(root: &std::path::Path, json: bool) -> ExitCode {

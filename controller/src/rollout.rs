@@ -399,13 +399,16 @@ impl<'a, T: Target> Controller<'a, T> {
             self.record(journal, r, Phase::SmokeTesting)
                 .await
                 .map_err(Step::Abort)?;
+            // The target says where `new` is reached and which slot of
+            // those gateways holds it (a Kubernetes colour serves from its
+            // pods' blue slot).
             let report = smoke::run(
                 &self.client,
-                &self.target.inference_urls(),
+                &self.target.slot_urls(new),
                 suite,
                 &model,
                 version,
-                new,
+                self.target.gateway_slot(new),
             )
             .await;
             if !report.passed() {
@@ -468,6 +471,10 @@ impl<'a, T: Target> Controller<'a, T> {
             r.from_version.map_or_else(|| "-".into(), |v| v.to_string()),
             r.old_slot
         ));
+        // Promotion stands whatever happens here: the target only tidies up.
+        if let Err(e) = self.target.promoted(&model, new).await {
+            self.say(&format!("note: after promotion: {e}"));
+        }
         Ok(())
     }
 
@@ -519,11 +526,22 @@ impl<'a, T: Target> Controller<'a, T> {
         self.watchful_sleep(model, opts.bake).await?;
         let after = self.scrape(model, version, slot).await;
         let mut checks = match (before, after) {
-            (Ok(b), Ok(a)) => analysis::traffic_checks(&a.since(&b), &opts.thresholds),
-            (Err(e), _) | (_, Err(e)) => vec![
-                scrape_failed("error_rate", opts.thresholds.max_error_rate, &e),
-                scrape_failed("p99_latency_ms", opts.thresholds.max_p99_ms, &e),
-            ],
+            (Ok(b), Ok(a)) => {
+                let window = a.since(&b);
+                let mut checks = analysis::traffic_checks(&window, &opts.thresholds);
+                checks.extend(analysis::drift_check(&window, &opts.thresholds));
+                checks
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let mut checks = vec![
+                    scrape_failed("error_rate", opts.thresholds.max_error_rate, &e),
+                    scrape_failed("p99_latency_ms", opts.thresholds.max_p99_ms, &e),
+                ];
+                if let Some(max) = opts.thresholds.max_drift_share {
+                    checks.push(scrape_failed("drift_share", max, &e));
+                }
+                checks
+            }
         };
         for q in &opts.queries {
             checks.push(
@@ -594,6 +612,7 @@ impl<'a, T: Target> Controller<'a, T> {
     }
 
     async fn scrape(&self, model: &str, version: u64, slot: Slot) -> Result<Snapshot, String> {
+        let slot = self.target.gateway_slot(slot);
         let mut snapshot = Snapshot::default();
         for url in self.target.metrics_urls() {
             let text = self
@@ -623,13 +642,14 @@ impl<'a, T: Target> Controller<'a, T> {
         self.record(journal, r, Phase::RollingBack).await?;
         let t = Instant::now();
         let model = r.model.clone();
-        let undone = async {
-            self.target.set_shadow(&model, 0).await?;
-            self.target
-                .set_weights(&model, Weights::all_to(r.old_slot))
-                .await
-        }
-        .await;
+        // Both, even when the first fails: a gateway that is down must not
+        // keep the reachable ones on the new version.
+        let unshadowed = self.target.set_shadow(&model, 0).await;
+        let reweighted = self
+            .target
+            .set_weights(&model, Weights::all_to(r.old_slot))
+            .await;
+        let undone = unshadowed.and(reweighted);
         if let Err(e) = undone {
             return Err(ControlError::Fleet(format!(
                 "rollback of {model} is incomplete: {e}; the log keeps it as rolling back — rerun `controller abort {model}`"

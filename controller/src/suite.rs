@@ -80,6 +80,12 @@ pub struct Thresholds {
     pub min_shadow_agreement: f64,
     /// What an inconclusive check does: fail (roll back) or pause.
     pub on_inconclusive: Inconclusive,
+    /// Largest share of green's features that may have drifted from its
+    /// training data (`switchyard_drift_drifted_features_ratio`). Off when
+    /// absent; when set, a version without a profile or a window with too
+    /// few rows is inconclusive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drift_share: Option<f64>,
 }
 
 /// What an inconclusive analysis does.
@@ -185,6 +191,7 @@ impl Default for Thresholds {
             min_requests: 20,
             min_shadow_agreement: 0.95,
             on_inconclusive: Inconclusive::Fail,
+            max_drift_share: None,
         }
     }
 }

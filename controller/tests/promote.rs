@@ -5,57 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
+use common::{copy, gateway, root};
 use controller::fleet::{LocalFleet, Target};
 use controller::journal::{Phase, Strategy};
 use controller::rollout::{ControlError, Controller, Paths, PromoteOptions};
 use controller::suite::{SuiteFile, Thresholds};
-use gateway::config::Flags;
 use gateway::server::Gateway;
 use switchyard_api::admin::{Slot, Weights};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            if e.file_name() != "__pycache__" {
-                copy(&e.path(), &to.join(e.file_name()));
-            }
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-async fn gateway(models: &Path) -> Gateway {
-    let ort = std::env::var("ORT_DYLIB_PATH")
-        .expect("ORT_DYLIB_PATH is not set: run the tests through `make test`");
-    let flags = Flags::try_parse_from([
-        "gateway",
-        "--models",
-        models.to_str().unwrap(),
-        "--http-addr=127.0.0.1:0",
-        "--grpc-addr=127.0.0.1:0",
-        "--metrics-addr=127.0.0.1:0",
-        "--admin-addr=127.0.0.1:0",
-        "--ort-library",
-        &ort,
-    ])
-    .unwrap();
-    gateway::server::start(&flags.resolve().unwrap())
-        .await
-        .unwrap()
-}
 
 struct World {
     _dir: tempfile::TempDir,

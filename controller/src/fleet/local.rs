@@ -1,10 +1,6 @@
-//! The deployment-target seam, and its `local` implementation: a fleet of
-//! gateways driven through their admin APIs.
-//!
-//! A [`Target`] applies one change to every member or reports which member
-//! failed; a change counts only when all have applied it. Every admin call
-//! is idempotent, so repeating a step after a failure or a crash is safe.
-//! To add a target (Kubernetes is next): one module implementing the trait.
+//! The `local` target: a fleet of gateways driven through their admin
+//! APIs. Every admin call is idempotent, so repeating a step after a failure
+//! or a crash is safe.
 
 use std::time::Duration;
 
@@ -13,57 +9,7 @@ use switchyard_api::admin::{
     ErrorBody, GatewayInfo, LoadRequest, RolloutAnnotation, RouteView, ShadowRequest, Slot, Weights,
 };
 
-/// Why a fleet change failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    /// A member refused or did not answer.
-    #[error("gateway {gateway}: {message}")]
-    Member {
-        /// The member's admin URL.
-        gateway: String,
-        /// What happened.
-        message: String,
-    },
-    /// The fleet is empty.
-    #[error(
-        "no gateways configured: set SWITCHYARD_GATEWAYS or --gateways (admin URLs, comma-separated)"
-    )]
-    Empty,
-}
-
-/// Where a rollout acts.
-pub trait Target {
-    /// A name for logs.
-    fn describe(&self) -> String;
-    /// Every member's route of a model.
-    fn routes(&self, model: &str) -> impl Future<Output = Result<Vec<RouteView>, FleetError>>;
-    /// Loads a version into a slot everywhere.
-    fn load(
-        &self,
-        model: &str,
-        slot: Slot,
-        version: u64,
-    ) -> impl Future<Output = Result<(), FleetError>>;
-    /// Sets weights everywhere.
-    fn set_weights(
-        &self,
-        model: &str,
-        weights: Weights,
-    ) -> impl Future<Output = Result<(), FleetError>>;
-    /// Sets the shadow share everywhere.
-    fn set_shadow(&self, model: &str, percent: u32)
-    -> impl Future<Output = Result<(), FleetError>>;
-    /// Tells every member what the rollout is doing (exported as metrics).
-    fn annotate(
-        &self,
-        model: &str,
-        annotation: &RolloutAnnotation,
-    ) -> impl Future<Output = Result<(), FleetError>>;
-    /// Every member's inference base URL, for smoke tests.
-    fn inference_urls(&self) -> Vec<String>;
-    /// Every member's metrics URL, for analysis.
-    fn metrics_urls(&self) -> Vec<String>;
-}
+use super::{FleetError, Target};
 
 /// One gateway.
 #[derive(Debug, Clone)]
