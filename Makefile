@@ -53,9 +53,11 @@ demo: build-release
 	SWITCHYARD_GATEWAY_BIN=$(CARGO_TARGET_DIR)/release/gateway \
 	$(PY) scripts/demo.py
 
-# Regenerates models/ (deterministic: the same files come out).
+# Regenerates models/ and smoke-tests/ (deterministic: the same files come
+# out): the boosted, linear and mlp examples, then the dropout example.
 models: venv
 	$(PY) models/make_models.py
+	$(PY) models/student_dropout.py
 
 clean:
 	rm -rf $(VENV) .tools

@@ -6,6 +6,8 @@ ONNX with skl2onnx and writes, for every model version, a folder
 
     models/<name>/<version>/model.onnx    the graph
     models/<name>/<version>/golden.json   32 test rows and onnxruntime's outputs
+    models/<name>/<version>/profile.json  the reference profile: the training
+                                          rows' feature and prediction distributions
     models/<name>/<version>/model.toml    the manifest the gateway reads
 
 Run from the repository root:
@@ -27,6 +29,12 @@ rows. Every model is scored on the same test split. The "newer data" used by
 boosted/3 is a bootstrap resample of the train split (sklearn.utils.resample,
 replace=True, same size, random_state=1): the same distribution, a different
 sample, as a retrain on fresh data would see. It never touches the test rows.
+
+The reference profile of each version (profile.json, the gateway's baseline
+for live drift) is computed on the rows that version was trained on, by
+student_dropout.reference_profile(): every f00..f19 is numeric.
+
+The dropout example has its own script, models/student_dropout.py.
 
 tests: python/tests/test_models.py imports load_data() and SPECS from here.
 """
@@ -59,6 +67,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils import resample
 
+sys.dont_write_bytecode = True  # no models/__pycache__: the gateway would read it as a model
+from student_dropout import profile_json, reference_profile  # noqa: E402
+
 MODELS_DIR = Path(__file__).resolve().parent
 
 # --- data -------------------------------------------------------------------
@@ -83,7 +94,8 @@ INPUT_NAME = "input"
 LABELS = ["negative", "positive"]
 FEATURES = [f"f{i:02d}" for i in range(N_FEATURES)]
 BATCHING = {"max_batch_size": 64, "max_queue_delay_us": 0, "queue_capacity": 1024}
-FILES = ("model.onnx", "golden.json")  # hashed into [files]; model.toml is the third
+FILES = ("model.onnx", "golden.json", "profile.json")  # hashed into [files]; plus model.toml
+DRIFT = {"window": '"5m"', "buckets": 10, "min_rows": 200}
 
 # Operators whose version changes when the declared opset is raised from what
 # skl2onnx picked to MAIN_OPSET / ML_OPSET, and which mean the same thing after
@@ -331,6 +343,7 @@ def model_toml(spec: Spec, accuracy: float, hashes: dict[str, str]) -> str:
         'platform = "onnx"',
         f"backends = {qlist(spec.backends)}",
         f"labels = {qlist(LABELS)}",
+        'profile = "profile.json"',
         "",
         "[[inputs]]",
         f"name = {q(INPUT_NAME)}",
@@ -350,6 +363,9 @@ def model_toml(spec: Spec, accuracy: float, hashes: dict[str, str]) -> str:
         "",
         "[batching]",
         *(f"{k} = {v}" for k, v in BATCHING.items()),
+        "",
+        "[drift]",
+        *(f"{k} = {v}" for k, v in DRIFT.items()),
         "",
         "[provenance]",
         f"training_run = {q(f'make_models.py:{spec.name}:v{spec.version}')}",
@@ -409,7 +425,16 @@ def build(spec: Spec, data: Dataset) -> dict:
 
     folder = MODELS_DIR / spec.name / str(spec.version)
     folder.mkdir(parents=True, exist_ok=True)
-    contents = {"model.onnx": onnx_bytes, "golden.json": golden_json(gx, g_label, g_proba)}
+    train_label, _ = run(sess, np.ascontiguousarray(x_fit))
+    profile = reference_profile(
+        x_fit, ["numeric"] * N_FEATURES, FEATURES, train_label, len(LABELS),
+        f"the {len(x_fit)} training rows of {spec.name} v{spec.version}: {_SAMPLE_DESC[spec.sample]}",
+    )
+    contents = {
+        "model.onnx": onnx_bytes,
+        "golden.json": golden_json(gx, g_label, g_proba),
+        "profile.json": profile_json(profile),
+    }
     for fname, blob in contents.items():
         (folder / fname).write_bytes(blob)
     hashes = {f: hashlib.sha256(contents[f]).hexdigest() for f in FILES}
@@ -418,7 +443,7 @@ def build(spec: Spec, data: Dataset) -> dict:
     extra = sorted(p.name for p in folder.iterdir() if p.name not in (*FILES, "model.toml"))
     if extra:
         raise SystemExit(f"{folder}: unexpected files {extra}; the gateway expects only "
-                         f"model.onnx, model.toml and golden.json here")
+                         f"model.toml and {', '.join(FILES)} here")
     return {
         "model": f"{spec.name}/{spec.version}",
         "accuracy": accuracy,
@@ -444,7 +469,8 @@ def write_smoke_suites() -> None:
     """
     SMOKE_DIR.mkdir(exist_ok=True)
     root = Path(__file__).resolve().parent
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+    ours = {spec.name for spec in SPECS}  # dropout's suite is student_dropout.py's
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in ours):
         versions = sorted(int(v.name) for v in model_dir.iterdir() if (v / "golden.json").is_file())
         if not versions:
             continue

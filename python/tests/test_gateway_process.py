@@ -125,7 +125,7 @@ def test_admin_off_loopback_with_token_requires_bearer(launch, how):
     r = requests.get(url, headers=auth, timeout=10)
     assert r.status_code == 200, r.text
     views = {v["model"]: v for v in r.json()}
-    assert sorted(views) == ["boosted", "linear", "mlp"]
+    assert sorted(views) == ["boosted", "dropout", "linear", "mlp"]
     # The refused PUT changed nothing.
     assert views["boosted"]["green"] is None
     assert views["boosted"]["blue"]["version"] == 3
