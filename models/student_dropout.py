@@ -74,6 +74,19 @@ TRAIN_SEED = 0
 BATCHING = {"max_batch_size": 64, "max_queue_delay_us": 0, "queue_capacity": 1024}
 DRIFT = {"window": "5m", "buckets": 10, "min_rows": 200}
 ROLLOUT = ['strategy = "canary"', "steps = [10, 50, 100]", 'bake = "5s"']
+ANALYSIS = ["max_error_rate = 0.01", "max_p99_ms = 250.0", "min_requests = 20",
+            "min_shadow_agreement = 0.95", 'on_inconclusive = "fail"']
+
+
+def toml_value(v) -> str:
+    """A TOML literal of a flat setting (string, number, bool, list)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
 
 
 @dataclass(frozen=True)
@@ -281,14 +294,15 @@ def numeric_profile(col: np.ndarray) -> dict:
     present = col[~np.isnan(col)]
     # The levels are i / 10 exactly (np.linspace would give 0.30000000000000004).
     edges = np.unique(np.quantile(present, [i / 10 for i in range(11)]))
-    if len(edges) == 1:  # a constant column: one bin holding everything
-        edges = np.array([edges[0], edges[0]])
+    if len(edges) == 1:  # a constant column: one bin of width one around it
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
     bins = np.clip(np.searchsorted(edges, present, side="right") - 1, 0, len(edges) - 2)
     counts = np.bincount(bins, minlength=len(edges) - 1)
+    # Shares of all rows: with missing_share they add up to one.
     return {
         "kind": "numeric",
         "edges": [float(e) for e in edges],
-        "shares": [float(c / len(present)) for c in counts],
+        "shares": [float(c / len(col)) for c in counts],
         "missing_share": float(np.isnan(col).mean()),
         "mean": float(present.mean()),
         "std": float(present.std()),
@@ -304,7 +318,7 @@ def categorical_profile(col: np.ndarray, values=None) -> dict:
     return {
         "kind": "categorical",
         "values": [int(v) for v in codes],
-        "shares": [float(np.mean(present == v)) for v in codes],
+        "shares": [float(np.sum(present == v) / len(col)) for v in codes],
         "missing_share": float(np.isnan(col).mean()),
     }
 
@@ -484,15 +498,21 @@ def write_suite(models_dir: Path, smoke_dir: Path) -> Path:
     (labels only), then each version's first golden rows (label and
     probabilities within 1e-4), and the rollout and analysis settings."""
     known = known_answer_rows()
+    path = smoke_dir / f"{MODEL}.toml"
+    rollout, analysis = ROLLOUT, ANALYSIS
+    if path.is_file():
+        # The cases are the exporter's; the rollout and analysis settings are
+        # the team's: a pipeline that adds a version keeps them as tuned.
+        kept = tomllib.loads(path.read_text(encoding="utf-8"))
+        rollout = [f"{k} = {toml_value(v)}" for k, v in kept.get("rollout", {}).items()] or ROLLOUT
+        analysis = [f"{k} = {toml_value(v)}" for k, v in kept.get("analysis", {}).items()] or ANALYSIS
     lines = [
         "# written by models/student_dropout.py \u2014 re-run it, don't edit",
         f"# smoke suite and rollout settings of {MODEL!r} for `controller promote {MODEL}`",
         "",
-        "[rollout]", *ROLLOUT,
+        "[rollout]", *rollout,
         "",
-        "[analysis]",
-        "max_error_rate = 0.01", "max_p99_ms = 250.0", "min_requests = 20",
-        "min_shadow_agreement = 0.95", 'on_inconclusive = "fail"',
+        "[analysis]", *analysis,
         "",
         "[smoke]", "latency_budget_ms = 500.0", f"min_cases = {len(known)}",
     ]
@@ -507,7 +527,6 @@ def write_suite(models_dir: Path, smoke_dir: Path) -> Path:
         for row in range(GOLDEN_CASES):
             lines += case_lines(f"v{v}-golden-{row}", [v], x[row], labels[row], proba[row])
     smoke_dir.mkdir(parents=True, exist_ok=True)
-    path = smoke_dir / f"{MODEL}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

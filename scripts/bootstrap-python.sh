@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv (ignored) with the pinned Python tooling, once. Re-runs are a
-# no-op unless python/requirements.txt changed.
+# Makes .venv (ignored; a link into ~/.cache/switchyard/venvs, see
+# scripts/venv.sh) with the pinned Python tooling, once per version of
+# python/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stamp=.venv/.requirements.sha256
-want=$(sha256sum python/requirements.txt | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
-fi
-python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -r python/requirements.txt
-echo "$want" > "$stamp"
+exec scripts/venv.sh .venv python/requirements.txt

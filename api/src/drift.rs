@@ -22,7 +22,10 @@
 //! Bins: numeric features have the profile's bins plus `below`, `above` and
 //! `missing`; categorical ones have one bin per reference value plus
 //! `unseen` and `missing`. PSI and Jensen–Shannon count every bin, so a
-//! burst of NaN or of never-seen values shows as drift.
+//! burst of NaN or of never-seen values raises them. KS and Wasserstein see
+//! only the values present, so a feature also counts as drifted when its
+//! share of missing values moves from the reference's by at least its
+//! threshold (0.1: ten percentage points), whatever its deciding statistic.
 
 use serde::{Deserialize, Serialize};
 
@@ -420,6 +423,9 @@ pub struct FeatureDrift {
     /// Whether it drifted; absent while the window is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drifted: Option<bool>,
+    /// How far the share of missing values moved from the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_shift: Option<f64>,
     /// The window's counts.
     pub counts: FeatureCounts,
     /// The reference it is measured against.
@@ -441,7 +447,15 @@ impl FeatureDrift {
         } else {
             None
         };
-        let drifted = stats.and_then(|s| s.get(stat)).map(|v| v >= threshold);
+        let total = counts.total();
+        let missing_shift = (ready && total > 0)
+            .then(|| (counts.missing as f64 / total as f64 - reference.missing_share).abs());
+        let drifted = missing_shift.map(|shift| {
+            shift >= threshold
+                || stats
+                    .and_then(|s| s.get(stat))
+                    .is_some_and(|v| v >= threshold)
+        });
         FeatureDrift {
             name: reference.name.clone(),
             kind: reference.kind,
@@ -449,6 +463,7 @@ impl FeatureDrift {
             threshold,
             stats,
             drifted,
+            missing_shift,
             counts,
             reference: reference.clone(),
         }

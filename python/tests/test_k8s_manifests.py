@@ -654,14 +654,16 @@ def test_every_alert_has_severity_and_text():
 
 def test_prometheus_rules_unit_tests(tmp_path):
     _write_rules(tmp_path)
-    source = K8S / "tests" / "gateway-alerts.test.yaml"
-    tests = yaml.safe_load(source.read_text())
-    assert tests["rule_files"] == ["gateway-alerts.rules.yaml"]
-    tested = {t["alertname"] for group in tests["tests"] for t in group.get("alert_rule_test", [])
-              if t.get("exp_alerts")}
+    sources = sorted((K8S / "tests").glob("*.test.yaml"))
+    tested = set()
+    for source in sources:
+        tests = yaml.safe_load(source.read_text())
+        assert tests["rule_files"] == ["gateway-alerts.rules.yaml"], source.name
+        tested |= {t["alertname"] for group in tests["tests"]
+                   for t in group.get("alert_rule_test", []) if t.get("exp_alerts")}
+        shutil.copy(source, tmp_path / source.name)
     untested = {a["alert"] for a in _alerts()} - tested
     assert not untested, f"alerts no unit test sees firing: {sorted(untested)}"
-    shutil.copy(source, tmp_path / source.name)
-    result = subprocess.run([promtool(), "test", "rules", source.name],
+    result = subprocess.run([promtool(), "test", "rules", *(s.name for s in sources)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -277,6 +277,7 @@ def test_model_loaded(gateway, traffic):
     }
     assert loaded == {
         ("boosted", "3", "blue", "ort"): 1,
+        ("dropout", "3", "blue", "ort"): 1,
         ("linear", "1", "blue", "ort"): 1,
         ("mlp", "1", "blue", "ort"): 1,
     }
@@ -290,7 +291,7 @@ def test_route_weights(gateway, traffic):
     }
     assert weights == {
         (model, slot): (100 if slot == "blue" else 0)
-        for model in ("boosted", "linear", "mlp")
+        for model in ("boosted", "dropout", "linear", "mlp")
         for slot in ("blue", "green")
     }
 
@@ -348,7 +349,7 @@ def test_unknown_model_names_do_not_become_label_values(launch):
         assert name in r.json()["error"]
     m = Exposition(fetch(metrics_url(gateway, "metrics-port")).text)
     models = {d["model"] for d in m.label_sets("switchyard_requests_total")}
-    assert models <= {"boosted", "linear", "mlp", "_unknown_"}, sorted(models)
+    assert models <= {"boosted", "dropout", "linear", "mlp", "_unknown_"}, sorted(models)
     # They are all counted, under the one placeholder.
     assert m.value("switchyard_requests_total", model="_unknown_", version="", slot="",
                    protocol="http", code="404") == 3

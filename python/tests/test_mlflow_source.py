@@ -40,7 +40,6 @@ from conftest import MODELS, REPO, Launcher, base_env, free_ports, load_golden
 
 VENV = REPO / ".venv-mlflow"
 REQUIREMENTS = REPO / "python" / "mlflow-requirements.txt"
-STAMP = VENV / ".requirements.sha256"
 SERVER_READY_TIMEOUT_S = 180.0
 CONTROLLER_TIMEOUT_S = 120.0
 
@@ -111,22 +110,14 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def mlflow_venv() -> Path:
-    """.venv-mlflow, made or remade when mlflow-requirements.txt changed."""
-    want = sha256(REQUIREMENTS)
-    if STAMP.is_file() and STAMP.read_text().strip() == want:
-        return VENV
+    """.venv-mlflow (scripts/venv.sh: cached, remade when
+    mlflow-requirements.txt changes)."""
     started = time.monotonic()
-    python = shutil.which("python3") or sys.executable
-    subprocess.run([python, "-m", "venv", "--clear", str(VENV)], check=True, timeout=120)
-    install = subprocess.run(
-        [str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-         "-r", str(REQUIREMENTS)],
-        capture_output=True, text=True, timeout=1200,
-    )
-    if install.returncode != 0:
-        pytest.fail(f"cannot install {REQUIREMENTS.name}:\n{install.stderr[-4000:]}", pytrace=False)
-    STAMP.write_text(want + "\n")
-    print(f"made {VENV} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    made = subprocess.run([str(REPO / "scripts" / "venv.sh"), str(VENV), str(REQUIREMENTS)],
+                          capture_output=True, text=True, timeout=1200)
+    if made.returncode != 0:
+        pytest.fail(f"cannot install {REQUIREMENTS.name}:\n{made.stderr[-4000:]}", pytrace=False)
+    print(f"{VENV} ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return VENV
 
 

@@ -177,3 +177,30 @@ fn counts_of_a_fleet_add_up() {
     assert_eq!(a.bins, vec![4, 6]);
     assert_eq!((a.below, a.missing, a.total()), (1, 2, 13));
 }
+
+#[test]
+fn a_feature_gone_missing_drifts_whatever_its_statistic() {
+    let reference = uniform_reference(10);
+    let settings = DriftSettings {
+        min_rows: 10,
+        ..DriftSettings::default()
+    };
+    // All missing: no Wasserstein at all, still drifted.
+    let gone = counts_of(&reference, &[f64::NAN; 100]);
+    let f = FeatureDrift::measure(&reference, gone, &settings, true);
+    assert_eq!(f.value(), None);
+    assert_eq!(f.missing_shift, Some(1.0));
+    assert_eq!(f.drifted, Some(true));
+    // A fifth missing, the rest like the reference: Wasserstein is small,
+    // the missing share moved 0.2.
+    let mut values: Vec<f64> = (0..80).map(|i| (f64::from(i) + 0.5) / 80.0).collect();
+    values.extend([f64::NAN; 20]);
+    let f = FeatureDrift::measure(&reference, counts_of(&reference, &values), &settings, true);
+    assert!(f.value().expect("present values") < 0.1, "{:?}", f.stats);
+    assert_eq!(f.drifted, Some(true));
+    // A few missing stay under the threshold.
+    let mut values: Vec<f64> = (0..97).map(|i| (f64::from(i) + 0.5) / 97.0).collect();
+    values.extend([f64::NAN; 3]);
+    let f = FeatureDrift::measure(&reference, counts_of(&reference, &values), &settings, true);
+    assert_eq!(f.drifted, Some(false));
+}
