@@ -28,7 +28,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
-OVERLAYS = ("local", "production")
+OVERLAYS = ("local", "production", "example")
 NAMESPACE = "switchyard"
 
 GATEWAY = "switchyard-gateway"
@@ -69,6 +69,7 @@ COMMON_OBJECTS = {
 }
 EXPECTED_OBJECTS = {
     "local": COMMON_OBJECTS,
+    "example": COMMON_OBJECTS,
     "production": COMMON_OBJECTS | {
         ("PodDisruptionBudget", "switchyard-gateway-blue"),
         ("PodDisruptionBudget", "switchyard-gateway-green"),
@@ -76,7 +77,7 @@ EXPECTED_OBJECTS = {
         ("PrometheusRule", GATEWAY),
     },
 }
-EXPECTED_BLUE_REPLICAS = {"local": 1, "production": 3}
+EXPECTED_BLUE_REPLICAS = {"local": 1, "production": 3, "example": 1}
 CLUSTER_SCOPED = {
     "Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
     "StorageClass", "CustomResourceDefinition", "PriorityClass",
@@ -560,6 +561,20 @@ def test_local_image_and_volume():
         assert c["imagePullPolicy"] == "IfNotPresent", "kind/minikube use a loaded image"
     pvc = one(docs, "PersistentVolumeClaim", "switchyard-models")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_example_pins_dropout_v1_on_both_colours():
+    deployments = gateway_deployments(render("overlays/example"))
+    assert len(deployments) == 2
+    for name, dep in deployments.items():
+        env = env_of(gateway_container(dep))
+        assert env["SWITCHYARD_PINNED_VERSIONS"].get("value") == "dropout=1", name
+    # Otherwise the local overlay, unchanged.
+    local = {n: env_of(gateway_container(d)) for n, d in gateway_deployments(render("overlays/local")).items()}
+    for name, dep in deployments.items():
+        env = dict(env_of(gateway_container(dep)))
+        del env["SWITCHYARD_PINNED_VERSIONS"]
+        assert env == local[name], name
 
 
 def test_production_pins_the_image():
