@@ -48,9 +48,12 @@ py-test: ort tools build
 
 test: fmt-check clippy cargo-test py-test
 
+# Two gateways, a canary promote under traffic, drift, a rolled-back
+# promote, a summary: scripts/demo.py says what it does.
 demo: build-release
 	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) \
 	SWITCHYARD_GATEWAY_BIN=$(CARGO_TARGET_DIR)/release/gateway \
+	SWITCHYARD_CONTROLLER_BIN=$(CARGO_TARGET_DIR)/release/controller \
 	$(PY) scripts/demo.py
 
 # Regenerates models/ and smoke-tests/ (deterministic: the same files come
