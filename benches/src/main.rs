@@ -11,11 +11,14 @@
 //! reach `--rows`). Latency of successful requests goes into an HDR
 //! histogram; every failure is counted by kind (HTTP status, gRPC code,
 //! connection error, timeout) and reported, never dropped. The target is
-//! always 127.0.0.1: only the port is configurable.
+//! always 127.0.0.1: only the port is configurable. With `--timeline`, every
+//! request is also written out with its start time, latency and outcome, so
+//! a run can be cut into time windows afterwards (a rollout during a run).
 
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -118,6 +121,10 @@ struct Args {
     /// Exit with status 1 when any request failed.
     #[arg(long)]
     fail_on_errors: bool,
+    /// Write every request, warm-up included, to this CSV file
+    /// (`start_unix_us,latency_us,outcome`; outcome `ok` or the error kind).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -152,11 +159,17 @@ struct Plan {
     grpc: Option<ModelInferRequest>,
     rows: usize,
     timeout: Duration,
+    /// Whether every request is kept for `--timeline`.
+    timeline: bool,
 }
 
 /// Shared clock and request budget.
 #[derive(Debug)]
 struct Clock {
+    /// When the run started, as an instant and in microseconds since the
+    /// Unix epoch, so timeline entries can be put beside other processes'.
+    origin: Instant,
+    origin_unix_us: u128,
     warm_end: Instant,
     end: Instant,
     /// Measured requests left; negative means no limit.
@@ -168,6 +181,11 @@ impl Clock {
     /// Whether a measured request may start.
     fn ticket(&self) -> bool {
         !self.limited || self.budget.fetch_sub(1, Ordering::Relaxed) > 0
+    }
+
+    /// `at` in microseconds since the Unix epoch.
+    fn unix_us(&self, at: Instant) -> u128 {
+        self.origin_unix_us + at.saturating_duration_since(self.origin).as_micros()
     }
 }
 
@@ -181,10 +199,12 @@ struct Tally {
     warmup_errors: BTreeMap<String, u64>,
     samples: BTreeMap<String, String>,
     last_done: Option<Instant>,
+    /// CSV lines of every request, when `--timeline` asked for them.
+    timeline: Option<String>,
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Tally> {
+    fn new(timeline: bool) -> anyhow::Result<Tally> {
         Ok(Tally {
             latency: Histogram::new_with_bounds(1, HIST_MAX_US, 3)?,
             ok: 0,
@@ -193,7 +213,21 @@ impl Tally {
             warmup_errors: BTreeMap::new(),
             samples: BTreeMap::new(),
             last_done: None,
+            timeline: timeline.then(String::new),
         })
+    }
+
+    /// Keeps one request for the timeline (a no-op without `--timeline`).
+    fn note(&mut self, clock: &Clock, start: Instant, elapsed: Duration, outcome: &str) {
+        if let Some(t) = self.timeline.as_mut() {
+            // Writing into a String cannot fail.
+            let _ = writeln!(
+                t,
+                "{},{},{outcome}",
+                clock.unix_us(start),
+                elapsed.as_micros()
+            );
+        }
     }
 
     fn success(&mut self, measured: bool, elapsed: Duration) {
@@ -241,6 +275,9 @@ impl Tally {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        if let (Some(mine), Some(theirs)) = (self.timeline.as_mut(), other.timeline) {
+            mine.push_str(&theirs);
+        }
         Ok(())
     }
 }
@@ -322,7 +359,12 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let (tally, elapsed, started) = runtime.block_on(drive(args, &plan))?;
+    let (mut tally, elapsed, started) = runtime.block_on(drive(args, &plan))?;
+    if let (Some(path), Some(lines)) = (&args.timeline, tally.timeline.take()) {
+        let text = format!("start_unix_us,latency_us,outcome\n{lines}");
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the timeline {}", path.display()))?;
+    }
     let report = report(args, &plan, tally, elapsed, started);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -456,6 +498,7 @@ fn build_plan(args: &Args, width: usize, golden: &[f64]) -> anyhow::Result<Plan>
         grpc,
         rows,
         timeout: args.timeout,
+        timeline: args.timeline.is_some(),
     })
 }
 
@@ -471,13 +514,16 @@ async fn drive(args: &Args, plan: &Arc<Plan>) -> anyhow::Result<(Tally, f64, u12
     // One request first, so a wrong port, path or body fails loudly.
     preflight(plan).await?;
     let started = Instant::now();
-    let started_unix_ms = SystemTime::now()
+    let started_unix_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+        .map_or(0, |d| d.as_micros());
+    let started_unix_ms = started_unix_us / 1000;
     let limit = args
         .max_requests
         .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let clock = Arc::new(Clock {
+        origin: started,
+        origin_unix_us: started_unix_us,
         warm_end: started + args.warmup,
         end: started + args.warmup + args.duration,
         budget: AtomicI64::new(limit.unwrap_or(-1)),
@@ -493,7 +539,7 @@ async fn drive(args: &Args, plan: &Arc<Plan>) -> anyhow::Result<(Tally, f64, u12
             tasks.spawn(http_worker(plan, clock));
         }
     }
-    let mut total = Tally::new()?;
+    let mut total = Tally::new(plan.timeline)?;
     while let Some(done) = tasks.join_next().await {
         total.merge(done.context("a client task panicked")??)?;
     }
@@ -584,7 +630,7 @@ fn content_type(plan: &Plan) -> &'static str {
 }
 
 async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally> {
-    let mut tally = Tally::new()?;
+    let mut tally = Tally::new(plan.timeline)?;
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     loop {
         let now = Instant::now();
@@ -599,6 +645,7 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
             match http_connect(plan.port).await {
                 Ok(s) => conn = Some(s),
                 Err(e) => {
+                    tally.note(&clock, Instant::now(), Duration::ZERO, "connect");
                     tally.error(measured, "connect".to_owned(), || format!("{e:#}"));
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -613,20 +660,25 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
         let elapsed = start.elapsed();
         match outcome {
             Err(_) => {
+                tally.note(&clock, start, elapsed, "timeout");
                 tally.error(measured, "timeout".to_owned(), || {
                     format!("no answer within {:?}", plan.timeout)
                 });
                 conn = None;
             }
             Ok(Err(e)) => {
+                tally.note(&clock, start, elapsed, "connection");
                 tally.error(measured, "connection".to_owned(), || format!("{e:#}"));
                 conn = None;
             }
             Ok(Ok((status, _))) if status == http::StatusCode::OK => {
+                tally.note(&clock, start, elapsed, "ok");
                 tally.success(measured, elapsed);
             }
             Ok(Ok((status, body))) => {
-                tally.error(measured, format!("http_{}", status.as_u16()), || {
+                let kind = format!("http_{}", status.as_u16());
+                tally.note(&clock, start, elapsed, &kind);
+                tally.error(measured, kind, || {
                     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
                 });
             }
@@ -649,7 +701,7 @@ async fn grpc_connect(port: u16) -> anyhow::Result<GrpcInferenceServiceClient<Ch
 }
 
 async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally> {
-    let mut tally = Tally::new()?;
+    let mut tally = Tally::new(plan.timeline)?;
     let request = plan.grpc.clone().context("no gRPC request")?;
     let mut client: Option<GrpcInferenceServiceClient<Channel>> = None;
     loop {
@@ -665,6 +717,7 @@ async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
             match grpc_connect(plan.port).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
+                    tally.note(&clock, Instant::now(), Duration::ZERO, "connect");
                     tally.error(measured, "connect".to_owned(), || format!("{e:#}"));
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -679,17 +732,22 @@ async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
         let elapsed = start.elapsed();
         match outcome {
             Err(_) => {
+                tally.note(&clock, start, elapsed, "timeout");
                 tally.error(measured, "timeout".to_owned(), || {
                     format!("no answer within {:?}", plan.timeout)
                 });
                 client = None;
             }
-            Ok(Ok(_)) => tally.success(measured, elapsed),
+            Ok(Ok(_)) => {
+                tally.note(&clock, start, elapsed, "ok");
+                tally.success(measured, elapsed);
+            }
             Ok(Err(status)) => {
                 let kind = format!("grpc_{:?}", status.code());
                 if status.code() == tonic::Code::Unavailable {
                     client = None;
                 }
+                tally.note(&clock, start, elapsed, &kind);
                 tally.error(measured, kind, || status.message().to_owned());
             }
         }

@@ -9,7 +9,7 @@ Starts N release gateways on free 127.0.0.1 ports over a copy of models/,
 drives boosted on every gateway with loadgen (c=64 in all, split across
 the gateways), runs `controller promote boosted --version 2 --full --bake 0`
 and `controller rollback boosted`, and prints a Markdown table. Standard
-library only.
+library only. `zero_downtime.py` reuses the fleet helpers below.
 """
 
 import json
@@ -48,24 +48,71 @@ def wait_ready(port, timeout=30):
     sys.exit(f"gateway on {port} not ready")
 
 
-def run(fleet_size, duration_each=8):
-    work = Path(tempfile.mkdtemp(prefix="switchyard-rollout-bench-"))
+def ort_library():
+    if Path(os.environ.get("ORT_DYLIB_PATH", "")).is_file():
+        return os.environ["ORT_DYLIB_PATH"]
+    found = sorted((ROOT / ".venv/lib").glob("python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*"))
+    if not found:
+        sys.exit("no libonnxruntime.so.* under .venv: run `make ort` first")
+    return str(found[0])
+
+
+def copy_models(work):
+    """A private copy of models/, so a promote never touches the tree."""
     shutil.copytree(ROOT / "models", work / "models", ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ)
-    env["ORT_DYLIB_PATH"] = next(str(p) for p in (ROOT / ".venv/lib").glob("python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*"))
+    return work / "models"
+
+
+def start_gateways(models, fleet_size, binary=None, extra_env=None, log_dir=None):
+    """Starts `fleet_size` gateways on free loopback ports and waits until
+    each is ready; returns [(process, ports)]. Logs go to `log_dir` if set."""
+    env = dict(os.environ, ORT_DYLIB_PATH=ort_library(), **(extra_env or {}))
     gateways = []
     for i in range(fleet_size):
         ports = {k: free_port() for k in ("http", "grpc", "metrics", "admin")}
+        out = open(log_dir / f"gateway-{i}.log", "wb") if log_dir else subprocess.DEVNULL
         proc = subprocess.Popen(
-            [str(TARGET / "gateway"), "--models", str(work / "models"),
+            [str(binary or TARGET / "gateway"), "--models", str(models),
              "--http-addr", f"127.0.0.1:{ports['http']}", "--grpc-addr", f"127.0.0.1:{ports['grpc']}",
              "--metrics-addr", f"127.0.0.1:{ports['metrics']}", "--admin-addr", f"127.0.0.1:{ports['admin']}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=env, stdout=out, stderr=subprocess.STDOUT if log_dir else subprocess.DEVNULL)
         gateways.append((proc, ports))
     try:
         for _, ports in gateways:
             wait_ready(ports["http"])
-        admins = ",".join(f"http://127.0.0.1:{p['admin']}" for _, p in gateways)
+    except BaseException:
+        stop_gateways(gateways)
+        raise
+    return gateways
+
+
+def stop_gateways(gateways):
+    for proc, _ in gateways:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc, _ in gateways:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def admin_urls(gateways):
+    return ",".join(f"http://127.0.0.1:{p['admin']}" for _, p in gateways)
+
+
+def controller_argv(gateways, work, *args, binary=None):
+    """The controller on this fleet, with its state in `work`."""
+    return [str(binary or TARGET / "controller"), "--gateways", admin_urls(gateways),
+            "--models", str(work / "models"), "--smoke-tests", str(ROOT / "smoke-tests"),
+            "--state-dir", str(work / "state"), *args]
+
+
+def run(fleet_size, duration_each=8):
+    work = Path(tempfile.mkdtemp(prefix="switchyard-rollout-bench-"))
+    gateways = start_gateways(copy_models(work), fleet_size)
+    try:
         per = max(1, 64 // fleet_size)
         results = {}
         for action, args in (("promote", ["promote", "boosted", "--version", "2", "--full", "--bake", "0ms"]),
@@ -76,10 +123,7 @@ def run(fleet_size, duration_each=8):
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _, p in gateways]
             time.sleep(3)
             t0 = time.monotonic()
-            out = subprocess.run(
-                [str(TARGET / "controller"), "--gateways", admins, "--models", str(work / "models"),
-                 "--smoke-tests", str(ROOT / "smoke-tests"), "--state-dir", str(work / "state"), *args],
-                capture_output=True, text=True)
+            out = subprocess.run(controller_argv(gateways, work, *args), capture_output=True, text=True)
             elapsed = time.monotonic() - t0
             reports = [json.loads(l.communicate()[0]) for l in loads]
             if out.returncode != 0:
@@ -101,10 +145,7 @@ def run(fleet_size, duration_each=8):
             }
         return results
     finally:
-        for proc, _ in gateways:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in gateways:
-            proc.wait(timeout=30)
+        stop_gateways(gateways)
         shutil.rmtree(work, ignore_errors=True)
 
 
