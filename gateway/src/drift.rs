@@ -1,14 +1,15 @@
 //! Live drift: every served row's feature values counted into the bins of
 //! its version's reference profile, over a sliding time window.
 //!
-//! The window is a ring of time buckets, each a block of atomic counters.
-//! The request path adds to the current bucket with relaxed atomics: no
-//! lock, no allocation. When time moves into a bucket last used a full
-//! window ago, the first request there claims it (an epoch tag swapped to a
-//! "resetting" mark), zeroes it and tags it with the new epoch; the few
-//! requests that meet the mark wait for that zeroing. Statistics are
-//! computed only when someone asks (`/metrics`, the admin API), from a
-//! snapshot of the buckets inside the window.
+//! The window is a ring of time buckets, each a block of atomic counters,
+//! kept once per shard (one per core): a request thread adds to its shard's
+//! current bucket with relaxed atomics — no lock, no allocation, and no
+//! cache line bounced between cores. When time moves into a bucket last
+//! used a full window ago, the first request there claims it (an epoch tag
+//! swapped to a "resetting" mark), zeroes it and tags it with the new
+//! epoch; the few requests that meet the mark wait for that zeroing.
+//! Statistics are computed only when someone asks (`/metrics`, the admin
+//! API), from a snapshot of every shard's buckets inside the window.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,11 +41,41 @@ pub struct DriftTracker {
     stride: usize,
     /// Which counters of a bucket hold sums (f64 bits) rather than counts.
     is_sum: Box<[bool]>,
+    /// One ring of buckets per shard: request threads count into their own
+    /// shard, so two cores never fight over one counter's cache line.
+    rings: Box<[Ring]>,
+    bucket_nanos: u64,
+    origin: Instant,
+}
+
+/// The window's buckets: per bucket an epoch tag, a row count and `stride`
+/// counters.
+#[derive(Debug)]
+struct Ring {
     counts: Box<[AtomicU64]>,
     rows: Box<[AtomicU64]>,
     tags: Box<[AtomicU64]>,
-    bucket_nanos: u64,
-    origin: Instant,
+}
+
+impl Ring {
+    fn new(buckets: usize, stride: usize) -> Ring {
+        Ring {
+            counts: (0..stride * buckets).map(|_| AtomicU64::new(0)).collect(),
+            rows: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            tags: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// The most shards a tracker keeps (memory grows with them).
+const MAX_SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's shard number, handed out round-robin on first use.
+    static SHARD: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) as usize
+    };
 }
 
 /// Where one profiled value lives in the tensors and in the counters.
@@ -180,9 +211,7 @@ impl DriftTracker {
             prediction,
             stride,
             is_sum: is_sum.into(),
-            counts: (0..stride * buckets).map(|_| AtomicU64::new(0)).collect(),
-            rows: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
-            tags: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            rings: (0..shards()).map(|_| Ring::new(buckets, stride)).collect(),
             bucket_nanos,
             origin: Instant::now(),
         }
@@ -203,13 +232,19 @@ impl DriftTracker {
         u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX - 2)
     }
 
-    /// The bucket for `now`, zeroing it first if it last held an older
-    /// epoch; `None` if counting should be skipped.
-    fn bucket(&self, now: Instant) -> Option<usize> {
+    /// This thread's ring.
+    fn ring(&self) -> &Ring {
+        let shard = SHARD.with(|s| *s) % self.rings.len();
+        &self.rings[shard]
+    }
+
+    /// The bucket of `ring` for `now`, zeroing it first if it last held an
+    /// older epoch; `None` if counting should be skipped.
+    fn bucket(&self, ring: &Ring, now: Instant) -> Option<usize> {
         let epoch = self.epoch(now);
         let tag = epoch + 1;
-        let slot = (epoch % self.tags.len() as u64) as usize;
-        let cell = &self.tags[slot];
+        let slot = (epoch % ring.tags.len() as u64) as usize;
+        let cell = &ring.tags[slot];
         for _ in 0..RESET_SPINS {
             let seen = cell.load(Ordering::Acquire);
             if seen == tag {
@@ -229,10 +264,10 @@ impl DriftTracker {
                 .is_ok()
             {
                 let base = slot * self.stride;
-                for c in &self.counts[base..base + self.stride] {
+                for c in &ring.counts[base..base + self.stride] {
                     c.store(0, Ordering::Relaxed);
                 }
-                self.rows[slot].store(0, Ordering::Relaxed);
+                ring.rows[slot].store(0, Ordering::Relaxed);
                 cell.store(tag, Ordering::Release);
                 return Some(slot);
             }
@@ -245,14 +280,15 @@ impl DriftTracker {
         if rows == 0 || self.columns.is_empty() {
             return;
         }
-        let Some(slot) = self.bucket(now) else {
+        let ring = self.ring();
+        let Some(slot) = self.bucket(ring, now) else {
             return;
         };
-        self.rows[slot].fetch_add(rows as u64, Ordering::Relaxed);
+        ring.rows[slot].fetch_add(rows as u64, Ordering::Relaxed);
         let base = slot * self.stride;
         for column in &*self.columns {
             if let Some(t) = inputs.get(column.tensor).filter(|t| t.name == column.name) {
-                self.count_column(column, &t.data, rows, base);
+                count_column(ring, column, &t.data, rows, base);
             }
         }
     }
@@ -269,37 +305,28 @@ impl DriftTracker {
         let Some(t) = outputs.get(column.tensor).filter(|t| t.name == column.name) else {
             return;
         };
-        let Some(slot) = self.bucket(now) else {
+        let ring = self.ring();
+        let Some(slot) = self.bucket(ring, now) else {
             return;
         };
-        self.count_column(column, &t.data, rows, slot * self.stride);
-    }
-
-    fn count_column(&self, column: &Column, data: &TensorData, rows: usize, base: usize) {
-        let per_row = data.len() / rows;
-        if column.column >= per_row {
-            return;
-        }
-        let counters =
-            &self.counts[base + column.offset..base + column.offset + column.bins.counters()];
-        with_vec!(data, v => {
-            for x in v.iter().skip(column.column).step_by(per_row) {
-                count_value(&column.bins, counters, x.as_f64());
-            }
-        });
+        count_column(ring, column, &t.data, rows, slot * self.stride);
     }
 
     /// The window's report at `now`: counts summed over the buckets inside
     /// it and the statistics, or the reason they are withheld.
     pub fn report(&self, version: u64, now: Instant) -> VersionDrift {
         let current = self.epoch(now);
-        let buckets = self.tags.len() as u64;
+        let buckets = self.rings[0].tags.len() as u64;
         let mut totals = vec![0u64; self.stride];
         let mut sums = vec![0f64; self.stride];
         let mut rows = 0u64;
         let mut scratch = vec![0u64; self.stride];
-        for slot in 0..self.tags.len() {
-            let tag = self.tags[slot].load(Ordering::Acquire);
+        for (ring, slot) in self
+            .rings
+            .iter()
+            .flat_map(|r| (0..r.tags.len()).map(move |s| (r, s)))
+        {
+            let tag = ring.tags[slot].load(Ordering::Acquire);
             if tag == 0 || tag == RESETTING {
                 continue;
             }
@@ -310,14 +337,14 @@ impl DriftTracker {
             let base = slot * self.stride;
             for (s, c) in scratch
                 .iter_mut()
-                .zip(&self.counts[base..base + self.stride])
+                .zip(&ring.counts[base..base + self.stride])
             {
                 *s = c.load(Ordering::Relaxed);
             }
-            let slot_rows = self.rows[slot].load(Ordering::Relaxed);
+            let slot_rows = ring.rows[slot].load(Ordering::Relaxed);
             // Zeroed for a newer epoch while we read: that bucket just left
             // the window, leave it out.
-            if self.tags[slot].load(Ordering::Acquire) != tag {
+            if ring.tags[slot].load(Ordering::Acquire) != tag {
                 continue;
             }
             rows += slot_rows;
@@ -359,6 +386,27 @@ impl DriftTracker {
     pub fn bucket_length(&self) -> Duration {
         Duration::from_nanos(self.bucket_nanos)
     }
+}
+
+fn count_column(ring: &Ring, column: &Column, data: &TensorData, rows: usize, base: usize) {
+    let per_row = data.len() / rows;
+    if column.column >= per_row {
+        return;
+    }
+    let counters =
+        &ring.counts[base + column.offset..base + column.offset + column.bins.counters()];
+    with_vec!(data, v => {
+        for x in v.iter().skip(column.column).step_by(per_row) {
+            count_value(&column.bins, counters, x.as_f64());
+        }
+    });
+}
+
+/// Shards per tracker: one per core, up to [`MAX_SHARDS`].
+fn shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, MAX_SHARDS)
 }
 
 #[inline]

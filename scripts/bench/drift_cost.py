@@ -25,6 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (the sibling driver's helpers)
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (from /proc, 1/100 s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=10)
@@ -55,7 +61,14 @@ def main():
             gw = bench.Gateway(gateway_bin, ort, work, raw, name=f"gateway-{mode}-{i}")
             try:
                 for c in concurrency:
+                    cpu0 = cpu_seconds(gw.server.proc.pid)
                     r = lg.run(gw.ports["http"], "http-json", 1, c, label=f"drift-{mode}")
+                    if "failed" not in r:
+                        # CPU per request is what tracking adds; unlike req/s it
+                        # hardly moves when a neighbour takes the machine.
+                        served = r["requests"] + r.get("warmup_ok", 0)
+                        r["gateway_cpu_us_per_request"] = (
+                            (cpu_seconds(gw.server.proc.pid) - cpu0) * 1e6 / max(served, 1))
                     bench.log(f"drift {mode} c={c} #{i + 1}: {bench.summary(r)}")
                     results[mode][c].append(r)
                 if mode == "on":
@@ -75,15 +88,33 @@ def main():
         ok = [r["latency_us"]["p99"] for r in runs if "failed" not in r]
         return statistics.median(ok) if ok else None
 
+    def paired_cost(c):
+        # Runs i of both settings are neighbours in time: their ratio cancels
+        # most of what the machine did meanwhile.
+        ratios = [on["req_per_s"] / off["req_per_s"]
+                  for on, off in zip(results["on"][c], results["off"][c])
+                  if "failed" not in on and "failed" not in off and off["req_per_s"]]
+        return (1 - statistics.median(ratios)) if ratios else None
+
+    def median_cpu(runs):
+        ok = [r["gateway_cpu_us_per_request"] for r in runs if "gateway_cpu_us_per_request" in r]
+        return statistics.median(ok) if ok else None
+
     lines = [
-        "| concurrency | drift off req/s | drift on req/s | cost | p99 off | p99 on |",
-        "|---|---|---|---|---|---|",
+        "| concurrency | drift off req/s | drift on req/s | cost (medians) | cost (median of paired runs) "
+        "| gateway CPU µs/request off | on | CPU cost | p99 off | p99 on |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     table = []
     for c in concurrency:
         off, on = median_rps(results["off"][c]), median_rps(results["on"][c])
         cost = None if not off or not on else (off - on) / off
+        cpu_off, cpu_on = median_cpu(results["off"][c]), median_cpu(results["on"][c])
         row = {
+            "cpu_us_per_request_off": cpu_off,
+            "cpu_us_per_request_on": cpu_on,
+            "cpu_cost": (cpu_on - cpu_off) / cpu_off if cpu_off and cpu_on else None,
+            "paired_cost": paired_cost(c),
             "concurrency": c,
             "off_req_per_s": off,
             "on_req_per_s": on,
@@ -93,7 +124,9 @@ def main():
         }
         table.append(row)
         lines.append(
-            f"| {c} | {off:,.0f} | {on:,.0f} | {cost * 100:+.1f}% | {row['off_p99_us']} µs | {row['on_p99_us']} µs |"
+            f"| {c} | {off:,.0f} | {on:,.0f} | {cost * 100:+.1f}% | {row['paired_cost'] * 100:+.1f}% "
+            f"| {cpu_off:.1f} | {cpu_on:.1f} | {row['cpu_cost'] * 100:+.1f}% "
+            f"| {row['off_p99_us']} µs | {row['on_p99_us']} µs |"
             if cost is not None else f"| {c} | {off} | {on} | n/a | | |"
         )
     print("\n".join(lines))
