@@ -157,6 +157,12 @@ enum Command {
     Status {
         /// The model [default: every model with a rollout log].
         model: Option<String>,
+        /// Print it again every --interval until interrupted; with a model, until its rollout ends (exit 0 Healthy, 1 otherwise).
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch refreshes.
+        #[arg(long, default_value = "1s")]
+        interval: String,
     },
     /// Every rollout of a model, oldest first.
     History {
@@ -324,6 +330,25 @@ async fn run(cli: Cli) -> ExitCode {
     };
     let mut controller = Controller::new(&fleet, paths.clone(), progress);
     controller.prometheus.clone_from(&cli.prometheus);
+    if let Command::Status {
+        model,
+        watch: true,
+        interval,
+    } = &cli.command
+    {
+        let every = match parse_duration(interval) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                return fail(
+                    cli.json,
+                    &ControlError::Invalid(format!(
+                        "--interval {interval:?}: give a duration such as 1s"
+                    )),
+                );
+            }
+        };
+        return watch_status(cli.json, &fleet, &paths, model.clone(), every).await;
+    }
     let result = match cli.command {
         Command::Promote {
             model,
@@ -397,7 +422,7 @@ async fn run(cli: Cli) -> ExitCode {
             .rollback(&model)
             .await
             .map(|r| serde_json::json!(r)),
-        Command::Status { model } => status(&fleet, &paths, model).await,
+        Command::Status { model, .. } => status(&fleet, &paths, model).await,
         Command::Smoke { model, version } => {
             smoke(&controller, &fleet, &paths, &model, version).await
         }
@@ -409,6 +434,8 @@ async fn run(cli: Cli) -> ExitCode {
     finish(cli.json, result, |v| {
         if v.get("phase").is_some() {
             line(v)
+        } else if is_status(v) {
+            status_text(v)
         } else {
             serde_json::to_string_pretty(v).unwrap_or_default()
         }
@@ -525,6 +552,96 @@ async fn status(
         }));
     }
     Ok(serde_json::json!(out))
+}
+
+fn is_status(v: &serde_json::Value) -> bool {
+    v.as_array()
+        .is_some_and(|a| a.iter().all(|m| m.get("status").is_some()))
+}
+
+/// One line per model: its health, the fleet's routing and the last rollout.
+fn status_text(v: &serde_json::Value) -> String {
+    let Some(models) = v.as_array() else {
+        return String::new();
+    };
+    if models.is_empty() {
+        return "no rollout recorded yet (name a model to see its routing)".into();
+    }
+    models
+        .iter()
+        .map(|m| {
+            let routes = match m["gateways"].get("Ok").and_then(|r| r.as_array()) {
+                Some(rs) => {
+                    let first = rs.first();
+                    let live = first.and_then(|r| r["live"].as_str()).unwrap_or("-");
+                    let version = first
+                        .and_then(|r| r[live]["version"].as_u64())
+                        .map_or_else(|| "-".into(), |v| v.to_string());
+                    let weights = first.map_or_else(String::new, |r| {
+                        format!(
+                            "blue {} / green {}",
+                            r["weights"]["blue"], r["weights"]["green"]
+                        )
+                    });
+                    format!(
+                        "live {live} v{version} ({weights}) on {} gateway(s)",
+                        rs.len()
+                    )
+                }
+                None => format!(
+                    "gateways: {}",
+                    m["gateways"]["Err"].as_str().unwrap_or("unreachable")
+                ),
+            };
+            let rollout = if m["rollout"].is_null() {
+                "no rollout recorded".into()
+            } else {
+                format!("last rollout: {}", line(&m["rollout"]))
+            };
+            format!(
+                "{:<16} {:<12} {routes}; {rollout}",
+                m["model"].as_str().unwrap_or("?"),
+                m["status"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `status --watch`: the status again every `every`; with a model, until
+/// its rollout is no longer progressing or paused.
+async fn watch_status(
+    json: bool,
+    fleet: &AnyTarget,
+    paths: &Paths,
+    model: Option<String>,
+    every: Duration,
+) -> ExitCode {
+    let started = std::time::Instant::now();
+    loop {
+        let v = match status(fleet, paths, model.clone()).await {
+            Ok(v) => v,
+            Err(e) => return fail(json, &e),
+        };
+        if json {
+            println!("{v}");
+        } else {
+            println!(
+                "[{:>7.1}s] {}",
+                started.elapsed().as_secs_f64(),
+                status_text(&v)
+            );
+        }
+        let health = v[0]["status"].as_str().unwrap_or_default().to_owned();
+        if model.is_some() && health != "Progressing" && health != "Paused" {
+            return if health == "Healthy" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 async fn smoke(

@@ -386,8 +386,8 @@ async fn a_running_rollout_pauses_resumes_and_aborts_on_request() {
     }
 }
 
-/// Runs the controller binary against the world's fleet.
-fn controller_bin(w: &World, args: &[&str], failpoint: Option<usize>) -> std::process::Output {
+/// The controller binary, pointed at the world's fleet.
+fn controller_cmd(w: &World, args: &[&str]) -> std::process::Command {
     let gateways: Vec<String> = w
         .gateways
         .iter()
@@ -404,6 +404,12 @@ fn controller_bin(w: &World, args: &[&str], failpoint: Option<usize>) -> std::pr
         .arg(&w.paths.state)
         .args(args)
         .env_remove("SWITCHYARD_GATEWAYS");
+    cmd
+}
+
+/// Runs the controller binary against the world's fleet.
+fn controller_bin(w: &World, args: &[&str], failpoint: Option<usize>) -> std::process::Output {
+    let mut cmd = controller_cmd(w, args);
     match failpoint {
         Some(n) => cmd.env("SWITCHYARD_FAILPOINT", format!("crash-after-record:{n}")),
         None => cmd.env_remove("SWITCHYARD_FAILPOINT"),
@@ -670,4 +676,101 @@ async fn a_second_promote_while_one_runs_is_refused() {
     for g in w.gateways {
         g.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_follows_a_rollout_to_its_end() {
+    let w = world().await;
+    let load = traffic(&w.fleet.inference_urls());
+    // Nothing running: one report, Healthy, exit 0.
+    let out = tokio::task::block_in_place(|| {
+        controller_bin(
+            &w,
+            &["status", "boosted", "--watch", "--interval", "100ms"],
+            None,
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("Healthy") && text.contains("live blue v3"),
+        "{text}"
+    );
+
+    // A canary of 1.2 s: --watch prints Progressing, then ends when it does.
+    let promote = controller_bin_spawn(
+        &w,
+        &[
+            "promote",
+            "boosted",
+            "--version",
+            "2",
+            "--strategy",
+            "canary",
+            "--steps",
+            "50,100",
+            "--bake",
+            "600ms",
+        ],
+    );
+    let started = std::time::Instant::now();
+    let log = w.paths.state.join("rollouts/boosted.log");
+    while !log.exists() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = tokio::task::block_in_place(|| {
+        controller_bin(
+            &w,
+            &[
+                "--json",
+                "status",
+                "boosted",
+                "--watch",
+                "--interval",
+                "100ms",
+            ],
+            None,
+        )
+    });
+    let promoted = tokio::task::block_in_place(|| promote.wait_with_output().unwrap());
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(reports.len() >= 2, "refreshed while it ran: {reports:?}");
+    assert_eq!(reports[0][0]["status"], "Progressing");
+    let last = reports.last().unwrap();
+    assert_eq!(last[0]["status"], "Healthy");
+    assert_eq!(last[0]["rollout"]["phase"], "promoted");
+    let (_, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    for g in w.gateways {
+        g.shutdown().await;
+    }
+}
+
+/// Starts the controller binary against the world's fleet, in the background.
+fn controller_bin_spawn(w: &World, args: &[&str]) -> std::process::Child {
+    controller_cmd(w, args)
+        .env_remove("SWITCHYARD_FAILPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
