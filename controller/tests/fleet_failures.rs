@@ -11,7 +11,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{copy, gateway, root};
+use common::{copy, gateway, root, traffic};
 use controller::fleet::{LocalFleet, Target};
 use controller::journal::{Journal, Phase, Strategy};
 use controller::rollout::{ControlError, Controller, Paths, PromoteOptions};
@@ -200,67 +200,6 @@ async fn world(load_timeout: Duration) -> World {
     }
 }
 
-/// Live traffic on both gateways' inference ports (never through the
-/// proxy): counts what fails.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    failed: Arc<AtomicUsize>,
-    ok: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn traffic(urls: &[String]) -> Traffic {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (failed, ok) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP32", "data": vec![0.25f32; 20]}]});
-    let client = reqwest::Client::new();
-    let tasks = urls
-        .iter()
-        .map(|url| {
-            let (stop, failed, ok, body, client, url) = (
-                stop.clone(),
-                failed.clone(),
-                ok.clone(),
-                body.clone(),
-                client.clone(),
-                url.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = client
-                        .post(format!("{url}/v2/models/boosted/infer"))
-                        .json(&body)
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    Traffic {
-        stop,
-        failed,
-        ok,
-        tasks,
-    }
-}
-
-impl Traffic {
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
 fn canary(version: u64) -> PromoteOptions {
     PromoteOptions {
         version: Some(version),
@@ -305,7 +244,7 @@ async fn a_gateway_that_answers_500_mid_rollout_is_named_and_all_roll_back() {
     // The first shift (50%) fails on gateway B; A has already applied it.
     w.proxy.inject("PUT", "/weights", Kind::Status500, 1);
     let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
-    let load = traffic(&http_urls(&w));
+    let load = traffic(&http_urls(&w), 1);
     let err = controller.promote("boosted", &canary(2)).await.unwrap_err();
     let (ok, failed) = load.finish().await;
     assert!(matches!(err, ControlError::RolledBack(_)), "{err}");
@@ -338,7 +277,7 @@ async fn a_gateway_too_slow_to_load_is_named_and_all_roll_back() {
     w.proxy
         .inject("PUT", "/slots/green", Kind::Slow(Duration::from_secs(5)), 1);
     let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
-    let load = traffic(&http_urls(&w));
+    let load = traffic(&http_urls(&w), 1);
     let t = std::time::Instant::now();
     let err = controller.promote("boosted", &canary(2)).await.unwrap_err();
     let (_, failed) = load.finish().await;
@@ -367,7 +306,7 @@ async fn a_gateway_that_goes_down_mid_rollout_is_named_and_abort_finishes_the_ro
     // B applies the 50% step, answers, and is gone before the 100% step.
     w.proxy.inject("PUT", "/weights", Kind::DownAfter, 1);
     let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
-    let load = traffic(&http_urls(&w));
+    let load = traffic(&http_urls(&w), 1);
     let err = controller.promote("boosted", &canary(2)).await.unwrap_err();
     let (_, failed) = load.finish().await;
     // B cannot be rolled back while it is down: exit 3, named, with the

@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{copy, gateway, root};
+use common::{copy, gateway, root, traffic};
 use controller::fleet::{LocalFleet, Target};
 use controller::journal::{Phase, Strategy};
 use controller::rollout::{ControlError, Controller, Paths, PromoteOptions};
@@ -58,69 +56,6 @@ async fn world() -> World {
     }
 }
 
-/// Clients hitting every gateway until stopped; counts answers and failures.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn traffic(urls: &[String]) -> Traffic {
-    let (stop, ok, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP32", "data": vec![0.25f32; 20]}]});
-    let client = reqwest::Client::new();
-    let tasks = urls
-        .iter()
-        .flat_map(|u| std::iter::repeat_n(u.clone(), 4))
-        .map(|url| {
-            let (stop, ok, failed, body, client) = (
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                body.clone(),
-                client.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = client
-                        .post(format!("{url}/v2/models/boosted/infer"))
-                        .json(&body)
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    Traffic {
-        stop,
-        ok,
-        failed,
-        tasks,
-    }
-}
-
-impl Traffic {
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
 fn options(version: u64, strategy: Strategy, steps: Vec<u32>, bake_ms: u64) -> PromoteOptions {
     PromoteOptions {
         version: Some(version),
@@ -141,7 +76,7 @@ fn options(version: u64, strategy: Strategy, steps: Vec<u32>, bake_ms: u64) -> P
 async fn a_canary_promote_then_a_rollback_lose_no_request() {
     let w = world().await;
     let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
 
     let r = controller
         .promote("boosted", &options(2, Strategy::Canary, vec![50, 100], 700))
@@ -242,7 +177,7 @@ async fn a_version_that_fails_its_smoke_tests_never_takes_traffic() {
     );
 
     let controller = Controller::new(&w.fleet, w.paths.clone(), |l| eprintln!("{l}"));
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
     let err = controller
         .promote("boosted", &options(4, Strategy::BlueGreen, vec![], 0))
         .await
@@ -320,7 +255,7 @@ async fn bad_requests_are_refused_before_anything_changes() {
 async fn a_running_rollout_pauses_resumes_and_aborts_on_request() {
     use controller::rollout::Marker;
     let w = world().await;
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
     let state = w.paths.state.clone();
     // A long bake, so the requests arrive while the rollout runs.
     let paths = w.paths.clone();
@@ -420,7 +355,7 @@ fn controller_bin(w: &World, args: &[&str], failpoint: Option<usize>) -> std::pr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_every_transition_the_fleet_ends_all_old_or_all_new() {
     let w = world().await;
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
     let promote = [
         "promote",
         "boosted",
@@ -585,7 +520,7 @@ async fn prometheus(w: &World) -> Prometheus {
 async fn promql_checks_gate_a_rollout_and_no_data_never_passes() {
     let w = world().await;
     let prom = prometheus(&w).await;
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
     let suite = w.paths.suites.join("boosted.toml");
     let base = std::fs::read_to_string(&suite).unwrap();
     std::fs::write(
@@ -639,7 +574,7 @@ async fn promql_checks_gate_a_rollout_and_no_data_never_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_promote_while_one_runs_is_refused() {
     let w = world().await;
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
     let (paths, fleet) = (w.paths.clone(), w.fleet.clone());
     let runner = tokio::spawn(async move {
         let controller = Controller::new(&fleet, paths, |l| eprintln!("{l}"));
@@ -681,7 +616,7 @@ async fn a_second_promote_while_one_runs_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_follows_a_rollout_to_its_end() {
     let w = world().await;
-    let load = traffic(&w.fleet.inference_urls());
+    let load = traffic(&w.fleet.inference_urls(), 4);
     // Nothing running: one report, Healthy, exit 0.
     let out = tokio::task::block_in_place(|| {
         controller_bin(
