@@ -25,10 +25,10 @@ use crate::tensor::{Tensor, TensorData, with_vec};
 
 /// An epoch tag meaning "being zeroed"; tags are `epoch + 1`, 0 is unused.
 const RESETTING: u64 = u64::MAX;
-/// How long a request waits for another to finish zeroing a bucket before
-/// it skips counting (zeroing takes microseconds; this never triggers
-/// unless that thread was descheduled).
-const RESET_SPINS: u32 = 10_000;
+/// Spins a request makes while another thread zeroes its bucket, before
+/// it yields the core instead (the zeroing thread may have been
+/// descheduled mid-way; it is straight-line code and always finishes).
+const RESET_SPINS: u32 = 100;
 
 /// The drift window of one loaded version.
 #[derive(Debug)]
@@ -245,13 +245,19 @@ impl DriftTracker {
         let tag = epoch + 1;
         let slot = (epoch % ring.tags.len() as u64) as usize;
         let cell = &ring.tags[slot];
-        for _ in 0..RESET_SPINS {
+        let mut spins = 0u32;
+        loop {
             let seen = cell.load(Ordering::Acquire);
             if seen == tag {
                 return Some(slot);
             }
             if seen == RESETTING {
-                std::hint::spin_loop();
+                spins += 1;
+                if spins < RESET_SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             if seen > tag {
@@ -272,7 +278,6 @@ impl DriftTracker {
                 return Some(slot);
             }
         }
-        None
     }
 
     /// Counts the rows of a request's inputs (in the manifest's order).
