@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import load_golden
+from conftest import base_env, load_golden
 
 LISTENERS = {"http": "HTTP", "grpc": "gRPC", "metrics": "metrics", "admin": "admin"}
 
@@ -351,3 +351,21 @@ def test_body_over_max_body_bytes_gets_413(launch):
     finally:
         grpc.close()
     gw.stop()
+
+
+# --- (5) the ONNX Runtime library from the flag alone -------------------------
+
+
+def test_ort_library_flag_alone_is_enough(launch):
+    # ORT_DYLIB_PATH empty: only --ort-library says where the library is. The
+    # gateway once built ONNX Runtime's thread-pool options before loading
+    # the configured library, so ort went looking for `libonnxruntime.so`
+    # itself and panicked.
+    lib = base_env()["ORT_DYLIB_PATH"]
+    gw = launch.start("--ort-library", lib, env={"ORT_DYLIB_PATH": ""})
+    r = requests.get(f"{gw.http_url}/v2/models/boosted", timeout=10)
+    assert r.status_code == 200, r.text
+    listed = requests.get(f"{gw.admin_url}/admin/models/boosted", timeout=10).json()
+    assert listed["blue"]["backend"] == "ort", listed
+    gw.stop()
+    assert "panicked" not in gw.stderr_path.read_text(errors="replace")

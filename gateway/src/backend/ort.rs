@@ -81,13 +81,18 @@ fn build_environment(
             library.display()
         ));
     }
+    // The library first: building the thread-pool options already calls
+    // into ONNX Runtime, and before `init_from` ort would look for the
+    // library on its own (ORT_DYLIB_PATH or `libonnxruntime.so`) and panic
+    // when it isn't there, ignoring the configured path.
+    let builder =
+        ort::init_from(library).map_err(|e| format!("cannot load {}: {e}", library.display()))?;
     let pool = GlobalThreadPoolOptions::default()
         .with_intra_threads(intra_op_threads.max(1))
         .and_then(|p| p.with_inter_threads(1))
         .and_then(|p| p.with_spin_control(false))
         .map_err(|e| format!("ONNX Runtime thread pool: {e}"))?;
-    let environment = ort::init_from(library)
-        .map_err(|e| format!("cannot load {}: {e}", library.display()))?
+    let environment = builder
         .with_name("switchyard")
         .with_telemetry(false)
         .with_global_thread_pool(pool)
