@@ -218,6 +218,7 @@ impl Tally {
     }
 
     /// Keeps one request for the timeline (a no-op without `--timeline`).
+    /// Writes one request to the timeline, if one is kept.
     fn note(&mut self, clock: &Clock, start: Instant, elapsed: Duration, outcome: &str) {
         if let Some(t) = self.timeline.as_mut() {
             // Writing into a String cannot fail.
@@ -230,7 +231,8 @@ impl Tally {
         }
     }
 
-    fn success(&mut self, measured: bool, elapsed: Duration) {
+    fn success(&mut self, clock: &Clock, start: Instant, elapsed: Duration, measured: bool) {
+        self.note(clock, start, elapsed, "ok");
         if measured {
             let us = u64::try_from(elapsed.as_micros())
                 .unwrap_or(u64::MAX)
@@ -243,7 +245,16 @@ impl Tally {
         }
     }
 
-    fn error(&mut self, measured: bool, kind: String, detail: impl FnOnce() -> String) {
+    fn error(
+        &mut self,
+        clock: &Clock,
+        start: Instant,
+        elapsed: Duration,
+        measured: bool,
+        kind: String,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.note(clock, start, elapsed, &kind);
         if !self.samples.contains_key(&kind) {
             let mut d = detail();
             d.truncate(300);
@@ -645,8 +656,14 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
             match http_connect(plan.port).await {
                 Ok(s) => conn = Some(s),
                 Err(e) => {
-                    tally.note(&clock, Instant::now(), Duration::ZERO, "connect");
-                    tally.error(measured, "connect".to_owned(), || format!("{e:#}"));
+                    tally.error(
+                        &clock,
+                        Instant::now(),
+                        Duration::ZERO,
+                        measured,
+                        "connect".to_owned(),
+                        || format!("{e:#}"),
+                    );
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -660,25 +677,33 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
         let elapsed = start.elapsed();
         match outcome {
             Err(_) => {
-                tally.note(&clock, start, elapsed, "timeout");
-                tally.error(measured, "timeout".to_owned(), || {
-                    format!("no answer within {:?}", plan.timeout)
-                });
+                tally.error(
+                    &clock,
+                    start,
+                    elapsed,
+                    measured,
+                    "timeout".to_owned(),
+                    || format!("no answer within {:?}", plan.timeout),
+                );
                 conn = None;
             }
             Ok(Err(e)) => {
-                tally.note(&clock, start, elapsed, "connection");
-                tally.error(measured, "connection".to_owned(), || format!("{e:#}"));
+                tally.error(
+                    &clock,
+                    start,
+                    elapsed,
+                    measured,
+                    "connection".to_owned(),
+                    || format!("{e:#}"),
+                );
                 conn = None;
             }
             Ok(Ok((status, _))) if status == http::StatusCode::OK => {
-                tally.note(&clock, start, elapsed, "ok");
-                tally.success(measured, elapsed);
+                tally.success(&clock, start, elapsed, measured);
             }
             Ok(Ok((status, body))) => {
                 let kind = format!("http_{}", status.as_u16());
-                tally.note(&clock, start, elapsed, &kind);
-                tally.error(measured, kind, || {
+                tally.error(&clock, start, elapsed, measured, kind, || {
                     String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
                 });
             }
@@ -717,8 +742,14 @@ async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
             match grpc_connect(plan.port).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
-                    tally.note(&clock, Instant::now(), Duration::ZERO, "connect");
-                    tally.error(measured, "connect".to_owned(), || format!("{e:#}"));
+                    tally.error(
+                        &clock,
+                        Instant::now(),
+                        Duration::ZERO,
+                        measured,
+                        "connect".to_owned(),
+                        || format!("{e:#}"),
+                    );
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -732,23 +763,27 @@ async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
         let elapsed = start.elapsed();
         match outcome {
             Err(_) => {
-                tally.note(&clock, start, elapsed, "timeout");
-                tally.error(measured, "timeout".to_owned(), || {
-                    format!("no answer within {:?}", plan.timeout)
-                });
+                tally.error(
+                    &clock,
+                    start,
+                    elapsed,
+                    measured,
+                    "timeout".to_owned(),
+                    || format!("no answer within {:?}", plan.timeout),
+                );
                 client = None;
             }
             Ok(Ok(_)) => {
-                tally.note(&clock, start, elapsed, "ok");
-                tally.success(measured, elapsed);
+                tally.success(&clock, start, elapsed, measured);
             }
             Ok(Err(status)) => {
                 let kind = format!("grpc_{:?}", status.code());
                 if status.code() == tonic::Code::Unavailable {
                     client = None;
                 }
-                tally.note(&clock, start, elapsed, &kind);
-                tally.error(measured, kind, || status.message().to_owned());
+                tally.error(&clock, start, elapsed, measured, kind, || {
+                    status.message().to_owned()
+                });
             }
         }
     }
