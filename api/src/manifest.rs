@@ -206,14 +206,7 @@ impl Manifest {
     /// [`ManifestError::Invalid`] naming the file.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let manifest = Manifest::parse(&text).map_err(|message| ManifestError::Parse {
-            path: path.clone(),
-            message,
-        })?;
+        let manifest = Manifest::read(dir)?;
         let mut problems = manifest.validate();
         let folder_version = dir.file_name().and_then(|v| v.to_str());
         if folder_version != Some(manifest.version.to_string().as_str()) {
@@ -239,6 +232,20 @@ impl Manifest {
         } else {
             Err(ManifestError::Invalid { path, problems })
         }
+    }
+
+    /// Reads and parses `dir/model.toml` without validating it (for a
+    /// folder that is not yet `<model>/<version>/`, such as a staging one).
+    ///
+    /// # Errors
+    /// [`ManifestError::Read`] or [`ManifestError::Parse`] naming the file.
+    pub fn read(dir: &Path) -> Result<Manifest, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Manifest::parse(&text).map_err(|message| ManifestError::Parse { path, message })
     }
 
     /// Parses manifest text without validating it.

@@ -192,14 +192,7 @@ fn clear_stale(dir: &Path, say: &dyn Fn(&str)) {
 /// lists matches its sha256.
 fn verified(staging: &Path, model: &str) -> Result<Manifest, ManifestError> {
     let path = staging.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let manifest = Manifest::parse(&text).map_err(|message| ManifestError::Parse {
-        path: path.clone(),
-        message,
-    })?;
+    let manifest = Manifest::read(staging)?;
     let mut problems = manifest.validate();
     if manifest.name != model {
         problems.push(format!(
