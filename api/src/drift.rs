@@ -563,6 +563,11 @@ impl VersionDrift {
     /// reports.
     pub fn merged(reports: &[VersionDrift]) -> Option<VersionDrift> {
         let (first, rest) = reports.split_first()?;
+        if rest.is_empty() {
+            // Already measured: measuring the same counts again is waste on
+            // every scrape.
+            return Some(first.clone());
+        }
         let mut features: Vec<FeatureCounts> =
             first.features.iter().map(|f| f.counts.clone()).collect();
         let mut prediction = first.prediction.as_ref().map(|p| p.counts.clone());
