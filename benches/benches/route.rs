@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::batcher::{Batcher, ThreadBudget};
+use gateway::batcher::{Batcher, Inline, ThreadBudget};
 use gateway::metrics::Metrics;
 use gateway::model::LoadedModel;
 use gateway::routing::{Pin, Route, RoutingTable};
@@ -30,6 +30,7 @@ fn loaded(
         &format!("{model}-{version}"),
         Vec::new(),
         manifest.batching,
+        Inline::OFF,
         budget,
         &vm,
     )

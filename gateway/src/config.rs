@@ -13,6 +13,12 @@ use serde::Deserialize;
 use switchyard_api::duration::parse_duration;
 use switchyard_api::manifest::BackendKind;
 
+/// The longest run time for which a request may run on the thread that
+/// received it: tokio's guidance for time between awaits is 10–100 µs, and
+/// ten times that still keeps other connections on that thread waiting
+/// only about a millisecond.
+const MAX_INLINE: Duration = Duration::from_millis(1);
+
 /// Command-line flags; each can also come from its environment variable.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -62,6 +68,13 @@ pub struct Flags {
     /// Sessions (worker threads) per loaded version [default: 1].
     #[arg(long, env = "SWITCHYARD_INSTANCES")]
     pub instances: Option<usize>,
+    /// A request whose batch size its model runs within this many
+    /// microseconds (timed after warm-up) runs on the thread that received
+    /// it when its version is idle, skipping the hand-off to the batch
+    /// thread; 0 turns this off. Only for models without a queue delay
+    /// [default: 100].
+    #[arg(long, env = "SWITCHYARD_INLINE_MAX_US")]
+    pub inline_max_us: Option<u64>,
     /// Versions that may load at once [default: 1].
     #[arg(long, env = "SWITCHYARD_LOAD_THREADS")]
     pub load_threads: Option<usize>,
@@ -107,6 +120,7 @@ pub struct FileConfig {
     inference_threads: Option<usize>,
     intra_op_threads: Option<usize>,
     instances: Option<usize>,
+    inline_max_us: Option<u64>,
     load_threads: Option<usize>,
     request_timeout: Option<String>,
     max_body_bytes: Option<usize>,
@@ -159,6 +173,8 @@ pub struct Config {
     pub intra_op_threads: usize,
     /// Sessions per version.
     pub instances: usize,
+    /// Run small requests on the receiving thread when this fast.
+    pub inline_max: Duration,
     /// Concurrent loads.
     pub load_threads: usize,
     /// Default request deadline.
@@ -327,6 +343,9 @@ impl Flags {
                 .unwrap_or(cpus),
             intra_op_threads: self.intra_op_threads.or(file.intra_op_threads).unwrap_or(1),
             instances: self.instances.or(file.instances).unwrap_or(1),
+            inline_max: Duration::from_micros(
+                self.inline_max_us.or(file.inline_max_us).unwrap_or(100),
+            ),
             load_threads: self.load_threads.or(file.load_threads).unwrap_or(1),
             request_timeout,
             max_body_bytes: self
@@ -385,6 +404,13 @@ impl Config {
                 problems.push(format!("{name} {v} must be between 1 and {max}"));
             }
         }
+        if self.inline_max > MAX_INLINE {
+            problems.push(format!(
+                "inline_max_us {} must be at most {} (a request run inline holds up its thread's other connections)",
+                self.inline_max.as_micros(),
+                MAX_INLINE.as_micros()
+            ));
+        }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 1 << 30 {
             problems.push(format!(
                 "max_body_bytes {} must be between 1024 and {}",
@@ -440,6 +466,7 @@ mod tests {
         assert_eq!(c.backends, vec![BackendKind::Ort, BackendKind::Tract]);
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.intra_op_threads, 1);
+        assert_eq!(c.inline_max, Duration::from_micros(100));
     }
 
     #[test]
@@ -467,6 +494,7 @@ mod tests {
             backends: Some(vec!["onnx".into()]),
             request_timeout: Some("10".into()),
             log_format: Some("xml".into()),
+            inline_max_us: Some(5000),
             ..Flags::default()
         };
         let ConfigError::Invalid(problems) = flags.merge(FileConfig::default()).unwrap_err() else {
@@ -480,6 +508,7 @@ mod tests {
             "unknown backend \"onnx\"",
             "needs a unit",
             "log_format",
+            "inline_max_us 5000 must be at most 1000",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
         }

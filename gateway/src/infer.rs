@@ -191,8 +191,15 @@ impl Serving {
         if let Some(drift) = &model.drift {
             drift.record_inputs(&inputs, rows, now);
         }
-        let rx = queue(model, inputs, rows, deadline, now)?;
-        let all = wait(model, rx, deadline, timeout).await?;
+        let active = model.batcher.enter();
+        let all = match model.batcher.run_now(&active, &inputs, rows) {
+            Some(reply) => answer(model, reply, timeout)?,
+            None => {
+                let rx = queue(model, inputs, rows, deadline, now)?;
+                wait(model, rx, deadline, timeout).await?
+            }
+        };
+        drop(active);
         if let Some(drift) = &model.drift {
             drift.record_outputs(&all, rows, now);
         }
@@ -275,25 +282,34 @@ async fn wait(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Vec<Tensor>, InferError> {
-    let expired = || InferError::DeadlineExceeded {
-        model: model.name().to_owned(),
-        version: model.version(),
-        timeout,
-    };
     match tokio::time::timeout_at(deadline.into(), rx).await {
         // Dropping `rx` here tells the worker to skip this request.
-        Err(_) => Err(expired()),
+        Err(_) => Err(InferError::DeadlineExceeded {
+            model: model.name().to_owned(),
+            version: model.version(),
+            timeout,
+        }),
         Ok(Err(_)) => Err(InferError::Unavailable {
             model: model.name().to_owned(),
             version: model.version(),
         }),
-        Ok(Ok(Err(RunError::DeadlineExceeded))) => Err(expired()),
-        Ok(Ok(Err(RunError::Backend(message)))) => Err(InferError::Backend {
+        Ok(Ok(reply)) => answer(model, reply, timeout),
+    }
+}
+
+fn answer(model: &LoadedModel, reply: Reply, timeout: Duration) -> Result<Vec<Tensor>, InferError> {
+    match reply {
+        Err(RunError::DeadlineExceeded) => Err(InferError::DeadlineExceeded {
+            model: model.name().to_owned(),
+            version: model.version(),
+            timeout,
+        }),
+        Err(RunError::Backend(message)) => Err(InferError::Backend {
             model: model.name().to_owned(),
             version: model.version(),
             message,
         }),
-        Ok(Ok(Ok(outputs))) => Ok(outputs),
+        Ok(outputs) => Ok(outputs),
     }
 }
 

@@ -25,3 +25,5 @@ pub mod routing;
 pub mod server;
 pub mod serving;
 pub mod tensor;
+#[cfg(test)]
+mod test_support;

@@ -6,14 +6,14 @@
 //! names the file and the reason; nothing that is serving is touched.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use switchyard_api::admin::{Slot, VersionState};
 use switchyard_api::manifest::{BackendKind, MODEL_FILE, Manifest, ManifestError, TensorSpec};
 use switchyard_api::profile::ProfileError;
 
 use crate::backend::{BackendError, Backends, GraphTensor, Session, backend_name};
-use crate::batcher::{Batcher, ThreadBudget};
+use crate::batcher::{Batcher, Inline, ThreadBudget};
 use crate::drift::DriftTracker;
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
@@ -84,6 +84,10 @@ pub struct LoadContext {
     pub metrics: Metrics,
     /// Whether versions with a profile track live drift.
     pub drift: bool,
+    /// Requests whose batch size a session runs within this time may run
+    /// on the thread that received them when their version is idle (zero:
+    /// never).
+    pub inline_max: Duration,
 }
 
 impl LoadContext {
@@ -168,7 +172,7 @@ impl LoadContext {
         }
 
         on_state(VersionState::Warming);
-        in_background(&format!("warm-{model}-{version}"), || {
+        let inline_rows = in_background(&format!("warm-{model}-{version}"), || {
             for session in &mut sessions {
                 let warmed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     warm_up(&manifest, session.as_mut())
@@ -180,14 +184,23 @@ impl LoadContext {
                     message,
                 })?;
             }
-            Ok::<(), LoadError>(())
+            let timed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inline_rows(&manifest, sessions[0].as_mut(), self.inline_max)
+            }));
+            Ok::<usize, LoadError>(timed.unwrap_or(0))
         })??;
+        tracing::debug!(model, version, inline_rows, "timed after warm-up");
+        let inline = Inline {
+            rows: inline_rows,
+            max: self.inline_max,
+        };
 
         let metrics = self.metrics.version(model, version, slot.as_str());
         let batcher = Batcher::start(
             &format!("{model}-{version}"),
             sessions,
             manifest.batching,
+            inline,
             &self.budget,
             &metrics,
         )
@@ -333,11 +346,7 @@ pub fn warm_sizes(max_batch: usize) -> Vec<usize> {
 /// one row per input row (the batcher splits outputs by rows).
 fn warm_up(manifest: &Manifest, session: &mut dyn Session) -> Result<(), (usize, String)> {
     for rows in warm_sizes(manifest.batching.max_batch_size as usize) {
-        let inputs: Vec<Tensor> = manifest
-            .inputs
-            .iter()
-            .map(|spec| zeros(spec, rows))
-            .collect();
+        let inputs = zero_inputs(manifest, rows);
         let outputs = session.run(&inputs).map_err(|e| (rows, e.to_string()))?;
         for spec in &manifest.outputs {
             let out = outputs.iter().find(|o| o.name == spec.name);
@@ -357,6 +366,49 @@ fn warm_up(manifest: &Manifest, session: &mut dyn Session) -> Result<(), (usize,
         }
     }
     Ok(())
+}
+
+/// The largest batch, in rows, that `session` runs within `limit`, timed
+/// after warm-up on every size warm-up used, in order, stopping at the
+/// first that is too slow. Each size gets up to three tries, so one
+/// preemption doesn't rule it out; a first try far over the limit ends the
+/// search at once, so a slow model pays one extra run.
+fn inline_rows(manifest: &Manifest, session: &mut dyn Session, limit: Duration) -> usize {
+    if limit.is_zero() || manifest.batching.max_queue_delay_us > 0 {
+        return 0;
+    }
+    let mut fits = 0;
+    for rows in warm_sizes(manifest.batching.max_batch_size as usize) {
+        let inputs = zero_inputs(manifest, rows);
+        let mut fast = false;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            if session.run(&inputs).is_err() {
+                return fits;
+            }
+            let took = t0.elapsed();
+            if took <= limit {
+                fast = true;
+                break;
+            }
+            if took > limit * 10 {
+                break;
+            }
+        }
+        if !fast {
+            break;
+        }
+        fits = rows;
+    }
+    fits
+}
+
+fn zero_inputs(manifest: &Manifest, rows: usize) -> Vec<Tensor> {
+    manifest
+        .inputs
+        .iter()
+        .map(|spec| zeros(spec, rows))
+        .collect()
 }
 
 fn zeros(spec: &TensorSpec, rows: usize) -> Tensor {
@@ -403,5 +455,31 @@ mod tests {
         assert_eq!(warm_sizes(64).len(), 64);
         let big = warm_sizes(300);
         assert_eq!(&big[62..], &[63, 64, 128, 256, 300]);
+    }
+
+    #[test]
+    fn only_sizes_run_within_the_limit_may_run_inline() {
+        use crate::backend::Backend;
+        use crate::backend::fake::FakeBackend;
+        let manifest = |delay_us| crate::test_support::manifest(6, delay_us);
+        let limit = Duration::from_millis(50);
+        let session = |delay: Duration| {
+            let fake = FakeBackend {
+                delay,
+                ..FakeBackend::default()
+            };
+            (
+                fake.load(std::path::Path::new("m"), &manifest(0)).unwrap(),
+                fake,
+            )
+        };
+        let (mut fast, _) = session(Duration::ZERO);
+        assert_eq!(inline_rows(&manifest(0), fast.as_mut(), limit), 6);
+        assert_eq!(inline_rows(&manifest(0), fast.as_mut(), Duration::ZERO), 0);
+        assert_eq!(inline_rows(&manifest(200), fast.as_mut(), limit), 0);
+        // Far over the limit: one try and done.
+        let (mut slow, fake) = session(Duration::from_millis(600));
+        assert_eq!(inline_rows(&manifest(0), slow.as_mut(), limit), 0);
+        assert_eq!(fake.batches.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     queue_duration: HistogramVec,
     inference_duration: HistogramVec,
     batch_size: HistogramVec,
+    inline: IntCounterVec,
     queue_depth: IntGaugeVec,
     loaded: IntGaugeVec,
     slot_weight: IntGaugeVec,
@@ -81,6 +82,8 @@ pub struct VersionMetrics {
     pub queue: Histogram,
     /// Requests waiting.
     pub queue_depth: IntGauge,
+    /// Requests run on the thread that received them.
+    pub inline: IntCounter,
     ok: [IntCounter; 3],
     duration: [Histogram; 3],
 }
@@ -189,6 +192,11 @@ impl Metrics {
                 labels_mv,
                 BATCH_BUCKETS,
             ),
+            inline: counter(
+                "switchyard_inline_runs_total",
+                "Requests run on the thread that received them because their version was idle",
+                labels_mv,
+            ),
             queue_depth: gauge(
                 "switchyard_queue_depth_requests",
                 "Requests waiting in a version's batch queue",
@@ -241,6 +249,7 @@ impl Metrics {
             inference: self.inference_duration.with_label_values(&[model, &v]),
             queue: self.queue_duration.with_label_values(&[model, &v]),
             queue_depth: self.queue_depth.with_label_values(&[model, &v]),
+            inline: self.inline.with_label_values(&[model, &v]),
             ok: protocols.map(|p| {
                 self.requests
                     .with_label_values(&[model, &v, slot, p.as_str(), "200"])

@@ -84,6 +84,7 @@ pub fn build_serving(config: &Config) -> Serving {
         backend_overrides: config.model_backends.clone(),
         instances: config.instances,
         drift: config.drift,
+        inline_max: config.inline_max,
         budget: ThreadBudget::new(config.inference_threads),
         metrics,
     };

@@ -1,7 +1,8 @@
 //! Batching, admission and deadlines, with a backend whose speed the test
 //! sets: concurrent requests share one backend call, a full queue answers
 //! 429 with Retry-After, and a request past its deadline gets 504 and its
-//! work is dropped, not run.
+//! work is dropped, not run. A fast model's lone request runs where it
+//! arrived; a slow model's never does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -99,6 +100,11 @@ async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
         .await
         .unwrap();
     assert!(metrics.contains("switchyard_batch_size_rows_count{model=\"slow\",version=\"1\"}"));
+    assert_eq!(
+        inline_runs(&metrics),
+        0,
+        "a model slower than the inline limit always goes through its worker"
+    );
     gw.shutdown().await;
 }
 
@@ -167,5 +173,55 @@ async fn a_full_queue_answers_429_and_a_late_request_504_without_running() {
         1,
         "the late request must not run"
     );
+    gw.shutdown().await;
+}
+
+fn inline_runs(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_inline_runs_total{model=\"slow\",version=\"1\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_at_a_time_to_a_fast_model_runs_where_it_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = repository(dir.path(), 16, 64, 0);
+    let fake = FakeBackend::default();
+    let gw = common::start_with_backends(
+        &models,
+        Backends::from_list(vec![Arc::new(fake.clone())]),
+        "10s",
+    )
+    .await;
+    let url = format!("{}/v2/models/slow/infer", common::http(&gw));
+    let client = reqwest::Client::new();
+    let before = fake.batches.load(Ordering::SeqCst);
+    for rows in [1, 3, 16] {
+        let answer: Value = client
+            .post(&url)
+            .json(&body(rows))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer["outputs"][0]["data"],
+            json!(vec![1; rows]),
+            "{answer}"
+        );
+    }
+    assert_eq!(fake.batches.load(Ordering::SeqCst) - before, 3);
+    let metrics = reqwest::get(common::metrics(&gw))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(inline_runs(&metrics), 3, "every request ran inline");
     gw.shutdown().await;
 }

@@ -97,6 +97,7 @@ pub async fn start_with_backends(models: &Path, backends: Backends, timeout: &st
         backend_overrides: Default::default(),
         instances: 1,
         drift: true,
+        inline_max: config.inline_max,
         budget: ThreadBudget::new(2),
         metrics: Metrics::new(),
     };
