@@ -14,6 +14,13 @@
 //! always 127.0.0.1: only the port is configurable. With `--timeline`, every
 //! request is also written out with its start time, latency and outcome, so
 //! a run can be cut into time windows afterwards (a rollout during a run).
+//!
+//! Like wrk, the client side does as little as it can, since it shares the
+//! machine with the server: bodies are encoded once, and gRPC requests go
+//! out as pre-encoded length-prefixed messages on a bare HTTP/2 connection
+//! (the answer's `grpc-status` is checked, its message is not decoded after
+//! the first). gRPC clients may share connections (`--connections`), as
+//! gRPC clients do, each request its own stream.
 
 #![allow(clippy::print_stdout)]
 
@@ -30,7 +37,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use switchyard_api::grpc::ModelInferRequest;
 use switchyard_api::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -82,9 +89,13 @@ struct Args {
     /// Rows per request.
     #[arg(long, default_value_t = 1)]
     rows: usize,
-    /// Client tasks, each with its own connection.
+    /// Client tasks, each with one request in flight at a time.
     #[arg(long, short = 'c', default_value_t = 1)]
     concurrency: usize,
+    /// Connections the client tasks share (gRPC only: each request is a
+    /// stream of its own) [default: one per client task].
+    #[arg(long)]
+    connections: Option<usize>,
     /// Measured time, e.g. 10s, 500ms, 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -157,6 +168,10 @@ struct Plan {
     body: Bytes,
     header_length: Option<usize>,
     grpc: Option<ModelInferRequest>,
+    /// The gRPC request as it goes on the wire: flag, length, message.
+    grpc_frame: Bytes,
+    /// Client tasks per connection (gRPC).
+    per_connection: usize,
     rows: usize,
     timeout: Duration,
     /// Whether every request is kept for `--timeline`.
@@ -314,6 +329,7 @@ struct Report {
     model: String,
     rows: usize,
     concurrency: usize,
+    connections: usize,
     threads: usize,
     warmup_s: f64,
     duration_s: f64,
@@ -357,6 +373,17 @@ fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
     }
     if args.timeout.is_zero() {
         bail!("--timeout must be positive");
+    }
+    match args.connections {
+        Some(n) if n == 0 || n > args.concurrency => {
+            bail!("--connections must be between 1 and --concurrency");
+        }
+        Some(n) if n != args.concurrency && args.protocol != Protocol::Grpc => {
+            bail!(
+                "--connections below --concurrency needs --protocol grpc (HTTP/1.1 carries one request per connection at a time)"
+            );
+        }
+        _ => {}
     }
     let golden = match &args.golden {
         Some(p) => p.clone(),
@@ -500,6 +527,18 @@ fn build_plan(args: &Args, width: usize, golden: &[f64]) -> anyhow::Result<Plan>
             (String::new(), Vec::new())
         }
     };
+    let grpc_frame = match &grpc {
+        Some(request) => {
+            let message = prost::Message::encode_to_vec(request);
+            let mut frame = Vec::with_capacity(message.len() + 5);
+            frame.push(0);
+            frame.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+            frame.extend_from_slice(&message);
+            Bytes::from(frame)
+        }
+        None => Bytes::new(),
+    };
+    let connections = args.connections.unwrap_or(args.concurrency).max(1);
     Ok(Plan {
         protocol: args.protocol,
         port: args.port,
@@ -507,6 +546,8 @@ fn build_plan(args: &Args, width: usize, golden: &[f64]) -> anyhow::Result<Plan>
         body: Bytes::from(body),
         header_length,
         grpc,
+        grpc_frame,
+        per_connection: args.concurrency.div_ceil(connections),
         rows,
         timeout: args.timeout,
         timeline: args.timeline.is_some(),
@@ -541,13 +582,17 @@ async fn drive(args: &Args, plan: &Arc<Plan>) -> anyhow::Result<(Tally, f64, u12
         limited: limit.is_some(),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
+    let mut shared: Option<Grpc> = None;
+    for i in 0..args.concurrency {
         let plan = plan.clone();
         let clock = clock.clone();
         if plan.protocol == Protocol::Grpc {
-            tasks.spawn(grpc_worker(plan, clock));
+            if i % plan.per_connection == 0 {
+                shared = Some(Grpc::open(plan.port).await?);
+            }
+            tasks.spawn(client(plan, clock, shared.clone()));
         } else {
-            tasks.spawn(http_worker(plan, clock));
+            tasks.spawn(client::<Http1>(plan, clock, None));
         }
     }
     let mut total = Tally::new(plan.timeline)?;
@@ -640,9 +685,143 @@ fn content_type(plan: &Plan) -> &'static str {
     }
 }
 
-async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally> {
+async fn grpc_connect(port: u16) -> anyhow::Result<GrpcInferenceServiceClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to gRPC on 127.0.0.1:{port}"))?;
+    Ok(GrpcInferenceServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// A bare HTTP/2 connection that carries gRPC calls as streams.
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+async fn h2_connect(port: u16) -> anyhow::Result<H2Sender> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot connect to gRPC on 127.0.0.1:{port}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .context("HTTP/2 handshake failed")?;
+    tokio::spawn(async move {
+        // Ends when every sender is dropped or the server closes; a failed
+        // call reports the error itself.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// How one request ended.
+enum Outcome {
+    Ok,
+    /// Not OK: the kind of failure (status or code) and what came with it.
+    Failed(String, String),
+}
+
+async fn grpc_call(sender: &mut H2Sender, plan: &Plan) -> anyhow::Result<Outcome> {
+    let request = http::Request::post(format!(
+        "http://127.0.0.1:{}/inference.GRPCInferenceService/ModelInfer",
+        plan.port
+    ))
+    .header(http::header::CONTENT_TYPE, "application/grpc")
+    .header(http::header::TE, "trailers")
+    .body(Full::new(plan.grpc_frame.clone()))?;
+    sender.ready().await.context("connection closed")?;
+    let response = sender.send_request(request).await?;
+    if response.status() != http::StatusCode::OK {
+        return Ok(Outcome::Failed(
+            format!("http_{}", response.status().as_u16()),
+            String::new(),
+        ));
+    }
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await?;
+    // A status comes in the trailers, or in the headers of an answer
+    // without a message.
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let field = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match field("grpc-status").as_deref() {
+        Some("0") if collected.to_bytes().len() > 5 => Ok(Outcome::Ok),
+        Some("0") => Ok(Outcome::Failed(
+            "grpc_empty".to_owned(),
+            "status OK without a message".to_owned(),
+        )),
+        Some(code) => Ok(Outcome::Failed(
+            format!("grpc_{code}"),
+            field("grpc-message").unwrap_or_default(),
+        )),
+        None => Ok(Outcome::Failed(
+            "grpc_no_status".to_owned(),
+            "no grpc-status in the answer".to_owned(),
+        )),
+    }
+}
+
+/// A connection the client loop sends requests on.
+trait Connection: Sized + Send {
+    async fn open(port: u16) -> anyhow::Result<Self>;
+    /// One request; `Err` means the connection is unusable.
+    async fn call(&mut self, plan: &Plan) -> anyhow::Result<Outcome>;
+}
+
+/// An HTTP/1.1 connection: one request at a time.
+struct Http1(SendRequest<Full<Bytes>>);
+
+/// An HTTP/2 connection carrying gRPC calls; clones share it.
+#[derive(Clone)]
+struct Grpc(H2Sender);
+
+impl Connection for Http1 {
+    async fn open(port: u16) -> anyhow::Result<Self> {
+        http_connect(port).await.map(Http1)
+    }
+
+    async fn call(&mut self, plan: &Plan) -> anyhow::Result<Outcome> {
+        let (status, body) = http_call(&mut self.0, plan).await?;
+        Ok(if status == http::StatusCode::OK {
+            Outcome::Ok
+        } else {
+            Outcome::Failed(
+                format!("http_{}", status.as_u16()),
+                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            )
+        })
+    }
+}
+
+impl Connection for Grpc {
+    async fn open(port: u16) -> anyhow::Result<Self> {
+        h2_connect(port).await.map(Grpc)
+    }
+
+    async fn call(&mut self, plan: &Plan) -> anyhow::Result<Outcome> {
+        grpc_call(&mut self.0, plan).await
+    }
+}
+
+/// One client task: a request after another on its connection until the
+/// clock or the request budget says stop; a broken connection is replaced
+/// by one of its own.
+async fn client<C: Connection>(
+    plan: Arc<Plan>,
+    clock: Arc<Clock>,
+    shared: Option<C>,
+) -> anyhow::Result<Tally> {
     let mut tally = Tally::new(plan.timeline)?;
-    let mut conn: Option<SendRequest<Full<Bytes>>> = None;
+    let mut conn = shared;
     loop {
         let now = Instant::now();
         if now >= clock.end {
@@ -653,8 +832,8 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
             break;
         }
         if conn.is_none() {
-            match http_connect(plan.port).await {
-                Ok(s) => conn = Some(s),
+            match C::open(plan.port).await {
+                Ok(c) => conn = Some(c),
                 Err(e) => {
                     tally.error(
                         &clock,
@@ -669,11 +848,11 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
                 }
             }
         }
-        let Some(sender) = conn.as_mut() else {
+        let Some(c) = conn.as_mut() else {
             continue;
         };
         let start = Instant::now();
-        let outcome = tokio::time::timeout(plan.timeout, http_call(sender, &plan)).await;
+        let outcome = tokio::time::timeout(plan.timeout, c.call(&plan)).await;
         let elapsed = start.elapsed();
         match outcome {
             Err(_) => {
@@ -698,92 +877,9 @@ async fn http_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally
                 );
                 conn = None;
             }
-            Ok(Ok((status, _))) if status == http::StatusCode::OK => {
-                tally.success(&clock, start, elapsed, measured);
-            }
-            Ok(Ok((status, body))) => {
-                let kind = format!("http_{}", status.as_u16());
-                tally.error(&clock, start, elapsed, measured, kind, || {
-                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
-                });
-            }
-        }
-    }
-    Ok(tally)
-}
-
-async fn grpc_connect(port: u16) -> anyhow::Result<GrpcInferenceServiceClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to gRPC on 127.0.0.1:{port}"))?;
-    Ok(GrpcInferenceServiceClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
-}
-
-async fn grpc_worker(plan: Arc<Plan>, clock: Arc<Clock>) -> anyhow::Result<Tally> {
-    let mut tally = Tally::new(plan.timeline)?;
-    let request = plan.grpc.clone().context("no gRPC request")?;
-    let mut client: Option<GrpcInferenceServiceClient<Channel>> = None;
-    loop {
-        let now = Instant::now();
-        if now >= clock.end {
-            break;
-        }
-        let measured = now >= clock.warm_end;
-        if measured && !clock.ticket() {
-            break;
-        }
-        if client.is_none() {
-            match grpc_connect(plan.port).await {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    tally.error(
-                        &clock,
-                        Instant::now(),
-                        Duration::ZERO,
-                        measured,
-                        "connect".to_owned(),
-                        || format!("{e:#}"),
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = client.as_mut() else {
-            continue;
-        };
-        let start = Instant::now();
-        let outcome = tokio::time::timeout(plan.timeout, c.model_infer(request.clone())).await;
-        let elapsed = start.elapsed();
-        match outcome {
-            Err(_) => {
-                tally.error(
-                    &clock,
-                    start,
-                    elapsed,
-                    measured,
-                    "timeout".to_owned(),
-                    || format!("no answer within {:?}", plan.timeout),
-                );
-                client = None;
-            }
-            Ok(Ok(_)) => {
-                tally.success(&clock, start, elapsed, measured);
-            }
-            Ok(Err(status)) => {
-                let kind = format!("grpc_{:?}", status.code());
-                if status.code() == tonic::Code::Unavailable {
-                    client = None;
-                }
-                tally.error(&clock, start, elapsed, measured, kind, || {
-                    status.message().to_owned()
-                });
+            Ok(Ok(Outcome::Ok)) => tally.success(&clock, start, elapsed, measured),
+            Ok(Ok(Outcome::Failed(kind, detail))) => {
+                tally.error(&clock, start, elapsed, measured, kind, || detail);
             }
         }
     }
@@ -820,6 +916,7 @@ fn report(args: &Args, plan: &Plan, t: Tally, elapsed: f64, started_unix_ms: u12
         model: args.model.clone(),
         rows: plan.rows,
         concurrency: args.concurrency,
+        connections: args.connections.unwrap_or(args.concurrency),
         threads: args.threads,
         warmup_s: args.warmup.as_secs_f64(),
         duration_s: args.duration.as_secs_f64(),
