@@ -1,7 +1,8 @@
 //! `reference`: the ceilings the gateway is measured against, served on
 //! this machine in the same benchmark run.
 //!
-//! * `GET /hello` answers a constant: what axum and hyper cost alone.
+//! * `/hello` answers a constant to any method: what axum and hyper cost
+//!   alone.
 //! * `POST /v2/models/{model}/infer` is the smallest Open Inference
 //!   Protocol v2 JSON handler that calls ONNX Runtime: decode the first
 //!   input's rows, run the model on the tokio thread that received the
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, post};
 use clap::Parser;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         .commit_from_file(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let app = Router::new()
-        .route("/hello", get(|| async { "{\"hello\":true}" }))
+        .route("/hello", any(|| async { "{\"hello\":true}" }))
         .route("/v2/models/{model}/infer", post(infer))
         .with_state(Arc::new(Mutex::new(session)));
     tokio::runtime::Builder::new_multi_thread()

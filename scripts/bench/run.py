@@ -5,10 +5,14 @@ One run: builds the gateway and `loadgen` (release), starts the gateway on a
 copy of the example models, measures cold start (process start to the first
 successful inference) and RSS (from /proc, the whole process tree), runs
 loadgen at each concurrency and body size over OIP v2 JSON, the binary
-extension and gRPC; then the same HTTP cells against each Python peer
-(FastAPI, `mlflow models serve`, Seldon MLServer, KServe), each installed
-into .venv-bench/<peer> from python/bench-requirements/<peer>.txt. A peer
-that fails to install or run is recorded with the reason and skipped.
+extension and gRPC (a connection per client, and 8 clients' streams per
+connection); then the same HTTP cells against the reference servers built
+from benches/src/reference.rs (a minimal axum handler calling ONNX Runtime,
+and axum answering a constant: the machine's ceilings, measured in the same
+run) and each Python peer (FastAPI, `mlflow models serve`, Seldon MLServer,
+KServe), each installed into .venv-bench/<peer> from
+python/bench-requirements/<peer>.txt. A peer that fails to install or run is
+recorded with the reason and skipped.
 
 Then three gateway scenarios: a swap burst (20 hot swaps of boosted's blue
 slot, alternating v2/v3, under c=64 load), p99 of boosted while mlp's green
@@ -43,7 +47,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PEERS = ["fastapi", "mlflow", "mlserver", "kserve"]
+PEERS = ["reference", "hello", "fastapi", "mlflow", "mlserver", "kserve"]
+# Built from benches/src/reference.rs, not installed: the ceilings.
+RUST_PEERS = {"reference", "hello"}
+# Streams per connection in the shared-connection gRPC cells.
+GRPC_STREAMS_PER_CONNECTION = 8
 PEER_DIR = ROOT / "scripts/bench/peers"
 MODEL = "boosted"
 MODEL_ONNX = ROOT / "models/boosted/2/model.onnx"
@@ -173,6 +181,10 @@ class Loadgen:
 
     def argv(self, port, protocol, rows, concurrency, duration=None, label=None, extra=()):
         a = self.args
+        if protocol == "grpc-shared":
+            protocol = "grpc"
+            connections = max(1, concurrency // GRPC_STREAMS_PER_CONNECTION)
+            extra = (*extra, "--connections", str(connections))
         argv = [
             str(self.binary), "--json", "--port", str(port), "--protocol", protocol, "--model", MODEL,
             "--rows", str(rows), "-c", str(concurrency),
@@ -252,10 +264,10 @@ def build(args, target):
         log("building the gateway and loadgen (release)")
         subprocess.run(
             ["cargo", "build", "--release", "-p", "gateway", "--bin", "gateway",
-             "-p", "switchyard-benches", "--bin", "loadgen"],
+             "-p", "switchyard-benches", "--bin", "loadgen", "--bin", "reference"],
             cwd=ROOT, check=True, env=dict(os.environ, CARGO_TARGET_DIR=str(target)),
         )
-    for b in ("gateway", "loadgen"):
+    for b in ("gateway", "loadgen", "reference"):
         if not (target / "release" / b).is_file():
             sys.exit(f"bench: {target / 'release' / b} is missing (build failed or --skip-build without a build)")
     return target / "release/gateway", target / "release/loadgen"
@@ -426,8 +438,17 @@ def pip_versions(venv, names):
 
 def start_peer(peer, venv, work, raw):
     """Starts a peer; returns (server, port, protocol, loadgen extras, infer url, body)."""
-    py = str(venv / "bin/python")
     port = free_port()
+    if peer in RUST_PEERS:
+        reference = Path(venv) / "reference"
+        argv = [str(reference), "--port", str(port), "--model", str(MODEL_ONNX)]
+        env = dict(os.environ, ORT_DYLIB_PATH=ort_library() or "")
+        server = Server(peer, argv, env, raw / f"{peer}.log")
+        v2_url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+        if peer == "hello":
+            return server, port, "http-json", ("--path", "/hello"), f"http://127.0.0.1:{port}/hello", {}
+        return server, port, "http-json", (), v2_url, infer_body()
+    py = str(venv / "bin/python")
     # the venv's bin first: `mlflow models serve` runs `uvicorn` by name
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(venv))
@@ -474,14 +495,23 @@ def start_peer(peer, venv, work, raw):
 
 
 PEER_TITLES = {
+    "reference": "reference: minimal axum handler calling ONNX Runtime (benches/src/reference.rs)",
+    "hello": "reference: axum answering a constant, no inference",
     "fastapi": "FastAPI + uvicorn + onnxruntime",
     "mlflow": "`mlflow models serve`, ONNX flavour",
     "mlserver": "Seldon MLServer + custom ONNX runtime",
     "kserve": "KServe Python model server + onnxruntime",
 }
-PROTOCOL_TITLES = {"http-json": "OIP v2 JSON", "http-binary": "OIP v2 binary tensors", "grpc": "OIP v2 gRPC"}
+PROTOCOL_TITLES = {
+    "http-json": "OIP v2 JSON",
+    "http-binary": "OIP v2 binary tensors",
+    "grpc": "OIP v2 gRPC, a connection per client",
+    "grpc-shared": f"OIP v2 gRPC, {GRPC_STREAMS_PER_CONNECTION} clients' streams per connection",
+}
 
 PEER_PACKAGES = {
+    "reference": [],
+    "hello": [],
     "fastapi": ["fastapi", "uvicorn", "onnxruntime"],
     "mlflow": ["mlflow", "onnxruntime"],
     "mlserver": ["mlserver", "uvloop", "onnxruntime"],
@@ -490,11 +520,14 @@ PEER_PACKAGES = {
 
 
 def bench_peer(peer, lg, args, work, raw):
-    venv, why = install_peer(peer, raw)
-    if venv is None:
-        log(f"{peer}: SKIPPED, install failed: {why}")
-        return {"status": "install-failed", "reason": why}
-    versions = pip_versions(venv, PEER_PACKAGES[peer])
+    if peer in RUST_PEERS:
+        venv, versions = Path(lg.binary).parent, {}
+    else:
+        venv, why = install_peer(peer, raw)
+        if venv is None:
+            log(f"{peer}: SKIPPED, install failed: {why}")
+            return {"status": "install-failed", "reason": why}
+        versions = pip_versions(venv, PEER_PACKAGES[peer])
     try:
         server, port, protocol, extra, url, body = start_peer(peer, venv, work, raw)
     except Exception as e:  # noqa: BLE001 — any failure is recorded, the run goes on
@@ -578,6 +611,21 @@ def table(results, args):
             p50 = fmt_us(m["p50"]) if m else "–"
             p99 = fmt_us(m["p99"]) if m else "–"
             lines.append(f"| {name} | " + " | ".join(row) + f" | {p50} | {p99} | {errors} | {cold:.2f} s | {rss:.0f} MiB |")
+    ref = results["peers"].get("reference", {})
+    if ref.get("status") == "ok":
+        lines.append("\nThe gateway against the reference handler in the same run (req/s ratio; "
+                     "above 1: the gateway is faster):\n")
+        head = [f"{rows} row{'s' if rows > 1 else ''}, c={c}" for rows in args.rows for c in args.concurrency]
+        lines.append("| protocol | " + " | ".join(head) + " |")
+        lines.append("|---" * (len(head) + 1) + "|")
+        for protocol in args.gateway_protocols:
+            row = []
+            for rows in args.rows:
+                for c in args.concurrency:
+                    g = cell_of(gw["cells"], protocol, rows, c)
+                    r = cell_of(ref["cells"], "http-json", rows, c)
+                    row.append(f"{g['req_per_s'] / r['req_per_s']:.2f}" if g and r and r["req_per_s"] else "–")
+            lines.append(f"| {PROTOCOL_TITLES.get(protocol, protocol)} | " + " | ".join(row) + " |")
     skipped = {p: r for p, r in results["peers"].items() if r.get("status") != "ok"}
     for p, r in skipped.items():
         lines.append(f"\n- {p}: not measured ({r['status']}): {r.get('reason', '').splitlines()[0] if r.get('reason') else ''}")
@@ -624,7 +672,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the table shows the median")
     ap.add_argument("--concurrency", type=csv(int), default=[1, 8, 64])
     ap.add_argument("--rows", type=csv(int), default=[1, 64])
-    ap.add_argument("--gateway-protocols", type=csv(str), default=["http-json", "http-binary", "grpc"])
+    ap.add_argument("--gateway-protocols", type=csv(str), default=list(PROTOCOL_TITLES))
     ap.add_argument("--peers", type=csv(str), default=PEERS, help=f"comma list from {','.join(PEERS)}, or 'none'")
     ap.add_argument("--scenarios", type=csv(str), default=["swap", "load", "memory"],
                     help="comma list of swap,load,memory, or 'none'")
@@ -680,9 +728,10 @@ def main():
         try:
             rss_idle = gw.rss()
             log(f"gateway: first answer {gw.cold_start_s:.3f} s after start, RSS {rss_idle:.0f} MiB")
-            cells = run_cells(lg, gw.ports["http"], [p for p in args.gateway_protocols if p != "grpc"], args, "switchyard")
-            if "grpc" in args.gateway_protocols:
-                cells += run_cells(lg, gw.ports["grpc"], ["grpc"], args, "switchyard")
+            grpc = [p for p in args.gateway_protocols if p.startswith("grpc")]
+            http_protocols = [p for p in args.gateway_protocols if p not in grpc]
+            cells = run_cells(lg, gw.ports["http"], http_protocols, args, "switchyard")
+            cells += run_cells(lg, gw.ports["grpc"], grpc, args, "switchyard")
             results["gateway"] = {"cold_start_s": gw.cold_start_s, "rss_mib_idle": rss_idle,
                                   "rss_mib_after": gw.rss(), "rss_mib_peak": gw.rss("VmHWM"),
                                   "ports": gw.ports, "cells": cells}
