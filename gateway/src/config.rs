@@ -19,6 +19,9 @@ use switchyard_api::manifest::BackendKind;
 /// only about a millisecond.
 const MAX_INLINE: Duration = Duration::from_millis(1);
 
+/// The most sessions one loaded version may have.
+const MAX_INSTANCES: usize = 64;
+
 /// Command-line flags; each can also come from its environment variable.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -142,6 +145,9 @@ pub struct ModelConfig {
     pub backends: Vec<String>,
     /// The version to serve at start instead of the newest.
     pub version: Option<u64>,
+    /// Sessions (worker threads) per loaded version of this model,
+    /// overriding `instances`.
+    pub instances: Option<usize>,
 }
 
 /// The validated configuration.
@@ -167,6 +173,8 @@ pub struct Config {
     pub backends: Vec<BackendKind>,
     /// Per-model backend order.
     pub model_backends: HashMap<String, Vec<BackendKind>>,
+    /// Per-model sessions per version.
+    pub model_instances: HashMap<String, usize>,
     /// Concurrent backend calls.
     pub inference_threads: usize,
     /// Threads within one ONNX Runtime call.
@@ -277,9 +285,19 @@ impl Flags {
             .unwrap_or_else(|| vec![BackendKind::Ort, BackendKind::Tract]);
         let mut model_backends = HashMap::new();
         let mut pinned_versions = BTreeMap::new();
+        let mut model_instances = HashMap::new();
         for (name, m) in &file.model {
             if let Some(v) = m.version {
                 pinned_versions.insert(name.clone(), v);
+            }
+            match m.instances {
+                Some(n) if n == 0 || n > MAX_INSTANCES => problems.push(format!(
+                    "model.{name}.instances {n} must be between 1 and {MAX_INSTANCES}"
+                )),
+                Some(n) => {
+                    model_instances.insert(name.clone(), n);
+                }
+                None => {}
             }
         }
         for pin in self.pinned_versions.unwrap_or_default() {
@@ -337,6 +355,7 @@ impl Flags {
             ort_library: self.ort_library.or(file.ort_library),
             backends,
             model_backends,
+            model_instances,
             inference_threads: self
                 .inference_threads
                 .or(file.inference_threads)
@@ -397,7 +416,7 @@ impl Config {
         for (name, v, max) in [
             ("inference_threads", self.inference_threads, 1024),
             ("intra_op_threads", self.intra_op_threads, 256),
-            ("instances", self.instances, 64),
+            ("instances", self.instances, MAX_INSTANCES),
             ("load_threads", self.load_threads, 64),
         ] {
             if v == 0 || v > max {
@@ -481,6 +500,7 @@ mod tests {
         };
         let c = flags.merge(file).unwrap();
         assert_eq!(c.http_addr.port(), 9100);
+        assert!(c.model_instances.is_empty());
         assert_eq!(c.request_timeout, Duration::from_secs(2));
         assert_eq!(c.model_backends["boosted"], vec![BackendKind::Ort]);
     }
@@ -535,6 +555,27 @@ mod tests {
             .map(|(m, v)| (m.as_str(), *v))
             .collect();
         assert_eq!(pins, [("boosted", 3), ("dropout", 1), ("mlp", 1)]);
+    }
+
+    #[test]
+    fn per_model_instances_come_from_the_file_and_are_bounded() {
+        let file: FileConfig =
+            toml::from_str("[model.boosted]\ninstances = 2\n[model.mlp]\ninstances = 0\n").unwrap();
+        let ConfigError::Invalid(problems) = Flags::default().merge(file).unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(
+            problems,
+            ["model.mlp.instances 0 must be between 1 and 64"],
+            "{problems:?}"
+        );
+        let file: FileConfig = toml::from_str("[model.boosted]\ninstances = 2\n").unwrap();
+        let c = Flags::default().merge(file).unwrap();
+        assert_eq!(c.model_instances["boosted"], 2);
+    }
+
+    #[test]
+    fn pinned_versions_must_be_model_equals_version() {
         let bad = Flags {
             pinned_versions: Some(vec!["boosted".into(), "mlp=0".into()]),
             ..Flags::default()

@@ -78,6 +78,8 @@ pub struct LoadContext {
     pub backend_overrides: std::collections::HashMap<String, Vec<BackendKind>>,
     /// Sessions (worker threads) per loaded version.
     pub instances: usize,
+    /// Per-model session counts set by the operator, overriding `instances`.
+    pub model_instances: std::collections::HashMap<String, usize>,
     /// The shared inference thread budget.
     pub budget: ThreadBudget,
     /// Where load metrics go.
@@ -138,8 +140,14 @@ impl LoadContext {
             let mut reasons = Vec::new();
             for kind in order {
                 let attempt = self.backends.get(kind).and_then(|backend| {
-                    let mut sessions = Vec::with_capacity(self.instances);
-                    for _ in 0..self.instances.max(1) {
+                    let instances = self
+                        .model_instances
+                        .get(model)
+                        .copied()
+                        .unwrap_or(self.instances)
+                        .max(1);
+                    let mut sessions = Vec::with_capacity(instances);
+                    for _ in 0..instances {
                         sessions.push(guarded(backend_name(kind), || {
                             backend.load(&file, &manifest)
                         })?);

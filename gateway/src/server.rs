@@ -82,6 +82,7 @@ pub fn build_serving(config: &Config) -> Serving {
         source: Arc::new(FolderSource::new(config.models.clone())),
         backends,
         backend_overrides: config.model_backends.clone(),
+        model_instances: config.model_instances.clone(),
         instances: config.instances,
         drift: config.drift,
         inline_max: config.inline_max,

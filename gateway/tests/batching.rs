@@ -225,3 +225,24 @@ async fn one_request_at_a_time_to_a_fast_model_runs_where_it_arrived() {
     assert_eq!(inline_runs(&metrics), 3, "every request ran inline");
     gw.shutdown().await;
 }
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_can_have_more_sessions_than_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "[model.linear]\ninstances = 3\n").unwrap();
+    let (gw, _dir, _models) = common::start(&["--config", config.to_str().unwrap()]).await;
+    // Thread names are cut at 15 bytes: "infer-linear-1-" then the index.
+    assert_eq!(threads_named("infer-linear-1"), 3);
+    assert_eq!(threads_named("infer-mlp-1"), 1, "the default is one");
+    gw.shutdown().await;
+}

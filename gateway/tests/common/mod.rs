@@ -95,6 +95,7 @@ pub async fn start_with_backends(models: &Path, backends: Backends, timeout: &st
         source: Arc::new(FolderSource::new(models.to_path_buf())),
         backends,
         backend_overrides: Default::default(),
+        model_instances: Default::default(),
         instances: 1,
         drift: true,
         inline_max: config.inline_max,
