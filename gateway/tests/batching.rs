@@ -53,16 +53,15 @@ max_queue_delay_us = {delay_us}
     models
 }
 
-fn body(rows: usize) -> Value {
-    json!({"inputs": [{"name": "input", "shape": [rows, 2], "datatype": "FP32", "data": vec![1.0f32; rows * 2]}]})
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let models = repository(dir.path(), 16, 64, 20_000);
+/// A gateway serving the `slow` model on the fake backend, and the fake.
+async fn fake_gateway(
+    dir: &std::path::Path,
+    (max_batch, queue, delay_us): (u32, u32, u64),
+    run_time: Duration,
+) -> (gateway::server::Gateway, FakeBackend) {
+    let models = repository(dir, max_batch, queue, delay_us);
     let fake = FakeBackend {
-        delay: Duration::from_millis(5),
+        delay: run_time,
         ..FakeBackend::default()
     };
     let gw = common::start_with_backends(
@@ -71,6 +70,26 @@ async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
         "10s",
     )
     .await;
+    (gw, fake)
+}
+
+async fn scrape(gw: &gateway::server::Gateway) -> String {
+    reqwest::get(common::metrics(gw))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn body(rows: usize) -> Value {
+    json!({"inputs": [{"name": "input", "shape": [rows, 2], "datatype": "FP32", "data": vec![1.0f32; rows * 2]}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, fake) = fake_gateway(dir.path(), (16, 64, 20_000), Duration::from_millis(5)).await;
     let warm = fake.batches.load(Ordering::SeqCst);
     let url = format!("{}/v2/models/slow/infer", common::http(&gw));
     let client = reqwest::Client::new();
@@ -93,12 +112,7 @@ async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
         calls < 16,
         "16 concurrent requests took {calls} backend calls: no batching"
     );
-    let metrics = reqwest::get(common::metrics(&gw))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&gw).await;
     assert!(metrics.contains("switchyard_batch_size_rows_count{model=\"slow\",version=\"1\"}"));
     assert_eq!(
         inline_runs(&metrics),
@@ -111,17 +125,7 @@ async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429_and_a_late_request_504_without_running() {
     let dir = tempfile::tempdir().unwrap();
-    let models = repository(dir.path(), 1, 2, 0);
-    let fake = FakeBackend {
-        delay: Duration::from_millis(300),
-        ..FakeBackend::default()
-    };
-    let gw = common::start_with_backends(
-        &models,
-        Backends::from_list(vec![Arc::new(fake.clone())]),
-        "10s",
-    )
-    .await;
+    let (gw, fake) = fake_gateway(dir.path(), (1, 2, 0), Duration::from_millis(300)).await;
     let url = format!("{}/v2/models/slow/infer", common::http(&gw));
     let client = reqwest::Client::new();
 
@@ -188,14 +192,7 @@ fn inline_runs(metrics: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_at_a_time_to_a_fast_model_runs_where_it_arrived() {
     let dir = tempfile::tempdir().unwrap();
-    let models = repository(dir.path(), 16, 64, 0);
-    let fake = FakeBackend::default();
-    let gw = common::start_with_backends(
-        &models,
-        Backends::from_list(vec![Arc::new(fake.clone())]),
-        "10s",
-    )
-    .await;
+    let (gw, fake) = fake_gateway(dir.path(), (16, 64, 0), Duration::ZERO).await;
     let url = format!("{}/v2/models/slow/infer", common::http(&gw));
     let client = reqwest::Client::new();
     let before = fake.batches.load(Ordering::SeqCst);
@@ -216,12 +213,7 @@ async fn one_request_at_a_time_to_a_fast_model_runs_where_it_arrived() {
         );
     }
     assert_eq!(fake.batches.load(Ordering::SeqCst) - before, 3);
-    let metrics = reqwest::get(common::metrics(&gw))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&gw).await;
     assert_eq!(inline_runs(&metrics), 3, "every request ran inline");
     gw.shutdown().await;
 }

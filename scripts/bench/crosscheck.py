@@ -122,14 +122,12 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="switchyard-crosscheck-") as tmp:
         work = Path(tmp)
-        bodies = {}
         for rows in (1, 64):
             (work / f"body{rows}.json").write_text(json_body(rows))
             (work / f"post{rows}.lua").write_text(
                 'wrk.method="POST"\nwrk.headers["Content-Type"]="application/json"\n'
                 f"wrk.body=[[{json_body(rows)}]]\n")
             (work / f"grpc{rows}.bin").write_bytes(grpc_frame(rows))
-            bodies[rows] = rows
         gw = run.Gateway(target / "gateway", ort, work, work)
         ref_port = run.free_port()
         ref = run.Server("reference", [str(target / "reference"), "--port", str(ref_port), "--model", str(run.MODEL_ONNX)],
