@@ -145,7 +145,7 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
     serve_http(
         &mut tasks,
         http_listener,
-        http::inference_router(app.clone(), limits),
+        http::inference_service(app.clone(), limits),
         stopped.clone(),
     );
     serve_http(
@@ -234,12 +234,21 @@ fn nodelay(
     })
 }
 
-fn serve_http(
+fn serve_http<S>(
     tasks: &mut JoinSet<()>,
     listener: TcpListener,
-    router: axum::Router,
+    service: S,
     mut stopped: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     tasks.spawn(async move {
         // Answers are small and written in parts (head, body): without
         // TCP_NODELAY, Nagle's algorithm holds the last part for the peer's
@@ -247,7 +256,7 @@ fn serve_http(
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let result = axum::serve(listener, router)
+        let result = axum::serve(listener, axum::ServiceExt::into_make_service(service))
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })

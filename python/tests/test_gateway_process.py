@@ -8,6 +8,7 @@ ports with a fresh copy of the models.
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import signal
 import socket
@@ -310,6 +311,25 @@ def test_body_over_max_body_bytes_gets_413(launch):
                       json={"instances": big.tolist()}, timeout=10)
     assert r.status_code == 413, r.text
     assert "--max-body-bytes" in r.json()["error"]
+
+    # The limit holds for the decompressed body: a few hundred bytes of gzip
+    # that inflate past it are refused the same way.
+    padded = json.dumps(infer_body(small)).encode() + b" " * (4 * limit)
+    bomb = gzip.compress(padded)
+    assert len(bomb) < limit
+    r = requests.post(f"{gw.http_url}/v2/models/boosted/infer", data=bomb,
+                      headers={"content-type": "application/json", "content-encoding": "gzip"},
+                      timeout=10)
+    assert r.status_code == 413, r.text
+    assert r.headers["x-request-id"].startswith("sy-")
+    # Compressed and within the limit once inflated, it is served.
+    r = requests.post(f"{gw.http_url}/v2/models/boosted/infer",
+                      data=gzip.compress(json.dumps(infer_body(small)).encode()),
+                      headers={"content-type": "application/json", "content-encoding": "gzip",
+                               "x-request-id": "zipped-1"},
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == "zipped-1"
 
     # Under the limit, the same endpoint answers.
     r = requests.post(f"{gw.http_url}/v2/models/boosted/infer", json=infer_body(small), timeout=10)

@@ -4,29 +4,26 @@
 //! errors become answers in [`error`] alone.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 
 use crate::routing::Pin;
 use crate::serving::Serving;
 
 pub mod admin;
 pub mod codec;
+mod edge;
 pub mod error;
 pub mod json_data;
 mod kserve;
 mod oip;
 
+pub use edge::Edge;
 pub use oip::HEADER_LENGTH;
 
 use error::HttpError;
@@ -54,10 +51,10 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
 }
 
-/// The router of the inference port (8000 by default).
-pub fn inference_router(app: App, limits: HttpLimits) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
+/// The service of the inference port (8000 by default): the router
+/// behind the [`Edge`].
+pub fn inference_service(app: App, limits: HttpLimits) -> Edge {
+    let router = Router::new()
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
         .route("/v2/health/ready", get(oip::ready))
@@ -94,11 +91,8 @@ pub fn inference_router(app: App, limits: HttpLimits) -> Router {
         // The limit applies to the decompressed body, so a small gzip bomb
         // is refused like any other oversized body.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(RequestDecompressionLayer::new())
-        .layer(axum::middleware::from_fn(log_outcome))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, Counter::default()))
-        .with_state(app)
+        .with_state(app);
+    Edge::new(router)
 }
 
 /// The router of the metrics port (8002 by default): `/metrics` alone.
@@ -124,49 +118,6 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
         axum::http::StatusCode::NOT_FOUND,
         format!("no such endpoint: {}", uri.path()),
     )
-}
-
-/// Logs each answer with its request id: internal errors at warn; refused,
-/// overloaded, late or not-ready answers at debug (under load or while
-/// starting there can be many, and metrics count them); the rest at trace. Only a
-/// header read and a level check on the hot path.
-async fn log_outcome(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let id = request.headers().get(REQUEST_ID_HEADER).cloned();
-    let path = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().path().to_owned());
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status();
-    let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let micros = started.elapsed().as_micros() as u64;
-    if status == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(
-            request_id = id,
-            status = status.as_u16(),
-            micros,
-            path = path.as_deref().unwrap_or("-"),
-            "request failed"
-        );
-    } else if status.is_client_error() || status.is_server_error() {
-        tracing::debug!(
-            request_id = id,
-            status = status.as_u16(),
-            micros,
-            path = path.as_deref().unwrap_or("-"),
-            "request refused"
-        );
-    } else {
-        tracing::trace!(
-            request_id = id,
-            status = status.as_u16(),
-            micros,
-            path = path.as_deref().unwrap_or("-"),
-            "request served"
-        );
-    }
-    response
 }
 
 /// The routing a request asks for with `x-slot` and `x-model-version`
@@ -241,20 +192,6 @@ pub fn timeout_header(headers: &HeaderMap) -> Result<Option<Duration>, HttpError
                 codec::MAX_TIMEOUT.as_millis()
             ))
         })
-}
-
-/// Request ids for requests that bring none: a process-wide counter,
-/// cheaper than a random UUID and unique within one gateway's logs.
-#[derive(Debug, Clone, Default)]
-struct Counter(Arc<AtomicU64>);
-
-impl MakeRequestId for Counter {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("sy-{n:x}"))
-            .ok()
-            .map(RequestId::new)
-    }
 }
 
 #[cfg(test)]
