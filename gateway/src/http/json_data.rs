@@ -25,6 +25,109 @@ pub fn decode(raw: &RawValue, datatype: DataType, expected: usize) -> Result<Ten
     // Never trust the declared shape for the allocation: a body can only
     // hold about one element per two bytes.
     let capacity = expected.min(raw.get().len() / 2 + 1);
+    let fast = match datatype {
+        DataType::Fp32 => numbers::<f32>(raw.get(), capacity).map(TensorData::F32),
+        DataType::Fp64 => numbers::<f64>(raw.get(), capacity).map(TensorData::F64),
+        _ => None,
+    };
+    let data = match fast {
+        Some(data) => data,
+        None => with_serde(raw, datatype, capacity)?,
+    };
+    if data.len() != expected {
+        return Err(format!(
+            "{} values where the shape needs {expected}",
+            data.len()
+        ));
+    }
+    Ok(data)
+}
+
+/// A float type the fast path parses.
+trait Float: lexical_core::FromLexicalWithOptions<Options = lexical_core::ParseFloatOptions> {
+    fn is_finite(&self) -> bool;
+}
+
+impl Float for f32 {
+    fn is_finite(&self) -> bool {
+        f32::is_finite(*self)
+    }
+}
+
+impl Float for f64 {
+    fn is_finite(&self) -> bool {
+        f64::is_finite(*self)
+    }
+}
+
+/// JSON's number grammar: no leading `+`, zeros or `.`, digits after a
+/// `.` and in an exponent, no NaN or infinity.
+const JSON_NUMBER: u128 = lexical_core::format::JSON;
+
+/// The fast path for floats: a number or arrays of numbers nested at
+/// most [`MAX_DEPTH`] deep, the shape of nearly every FP32/FP64 body,
+/// scanned in one pass, each number checked against JSON's grammar while
+/// it is parsed straight to the element type (correctly rounded;
+/// serde_json reads every number as f64 first, and its float parsing was
+/// the largest cost of a 64-row request). `None` for anything
+/// else, or a number out of range, and the serde path then decodes it or
+/// names the problem.
+fn numbers<T: Float>(text: &str, capacity: usize) -> Option<Vec<T>> {
+    #[derive(PartialEq)]
+    enum Want {
+        Value,
+        ValueOrClose,
+        CommaOrClose,
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(capacity);
+    let mut i = 0;
+    let mut depth = 0usize;
+    let mut want = Want::Value;
+    loop {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        let Some(&c) = b.get(i) else {
+            return (depth == 0 && want == Want::CommaOrClose).then_some(out);
+        };
+        match (c, &want) {
+            (b'[', Want::Value | Want::ValueOrClose) if depth < MAX_DEPTH => {
+                depth += 1;
+                want = Want::ValueOrClose;
+                i += 1;
+            }
+            (b']', Want::ValueOrClose | Want::CommaOrClose) if depth > 0 => {
+                depth -= 1;
+                want = Want::CommaOrClose;
+                i += 1;
+            }
+            (b',', Want::CommaOrClose) if depth > 0 => {
+                want = Want::Value;
+                i += 1;
+            }
+            (b'-' | b'0'..=b'9', Want::Value | Want::ValueOrClose) => {
+                let (v, used) = lexical_core::parse_partial_with_options::<T, JSON_NUMBER>(
+                    &b[i..],
+                    &lexical_core::ParseFloatOptions::new(),
+                )
+                .ok()?;
+                if used == 0 || !v.is_finite() {
+                    return None;
+                }
+                let end = i + used;
+                out.push(v);
+                want = Want::CommaOrClose;
+                i = end;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Any element type, through serde: also where the fast path's misfits
+/// get their error message.
+fn with_serde(raw: &RawValue, datatype: DataType, capacity: usize) -> Result<TensorData, String> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     macro_rules! flat {
         ($variant:ident, $t:ty) => {{
@@ -38,7 +141,7 @@ pub fn decode(raw: &RawValue, datatype: DataType, expected: usize) -> Result<Ten
             TensorData::$variant(out)
         }};
     }
-    let data = match datatype {
+    Ok(match datatype {
         DataType::Bool => flat!(Bool, bool),
         DataType::Uint8 => flat!(U8, u8),
         DataType::Uint16 => flat!(U16, u16),
@@ -50,14 +153,7 @@ pub fn decode(raw: &RawValue, datatype: DataType, expected: usize) -> Result<Ten
         DataType::Int64 => flat!(I64, i64),
         DataType::Fp32 => flat!(F32, f32),
         DataType::Fp64 => flat!(F64, f64),
-    };
-    if data.len() != expected {
-        return Err(format!(
-            "{} values where the shape needs {expected}",
-            data.len()
-        ));
-    }
-    Ok(data)
+    })
 }
 
 /// A JSON scalar converted to an element type.
@@ -252,6 +348,103 @@ mod tests {
             TensorData::I64(vec![9_007_199_254_740_993]),
             "64-bit integers are exact, not routed through f64"
         );
+    }
+
+    /// The serde path's answer for FP32, the reference for the fast path.
+    fn slow(text: &str) -> Option<Vec<f32>> {
+        match with_serde(&raw(text), DataType::Fp32, 0) {
+            Ok(TensorData::F32(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_serde_reads_and_leaves_the_rest_to_it() {
+        let taken = [
+            "[1, 2.5, -3, 4]",
+            " [ [ 1 ,2.5] ,\n[-3,\t4 ] ] ",
+            "[[1], [2, 3], []]",
+            "[]",
+            "[[]]",
+            "7",
+            "-0.0966963991522789",
+            "[1e3, 1E-3, 2.5e+2, -0, 0.0, 123456789012345678901234567890]",
+        ];
+        for text in taken {
+            let fast = numbers::<f32>(text, 4).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(Some(fast), slow(text), "{text}");
+        }
+        // Not JSON, or not only numbers, or out of range: the fast path
+        // declines; the serde path then decodes or refuses each.
+        let declined = [
+            "",
+            "[",
+            "]",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "[[1]",
+            "[1]]",
+            "1 2",
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "1e+",
+            "-",
+            "--1",
+            "NaN",
+            "Infinity",
+            "[1, null]",
+            "[true]",
+            r#"["1"]"#,
+            "[1e39]",
+            "[1x]",
+            "[{}]",
+        ];
+        for text in declined {
+            assert!(numbers::<f32>(text, 4).is_none(), "{text}");
+        }
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        assert!(numbers::<f32>(&deep, 1).is_none());
+        let allowed = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert_eq!(numbers::<f32>(&allowed, 1), Some(vec![1.0]));
+    }
+
+    #[test]
+    fn fast_floats_are_the_values_a_client_printed() {
+        // What Python's json.dumps prints for float32 data: the shortest
+        // text of each value widened to f64. Both paths give back the
+        // exact f32, bit for bit, across a spread of magnitudes.
+        let mut x: u32 = 0x9e37_79b9;
+        let mut values = Vec::new();
+        let mut text = String::from("[");
+        for i in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = f32::from_bits(x);
+            if !v.is_finite() {
+                continue;
+            }
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!("{}", f64::from(v)));
+            values.push(v);
+        }
+        text.push(']');
+        let fast = numbers::<f32>(&text, values.len()).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast), bits(&values));
+        assert_eq!(bits(&slow(&text).unwrap()), bits(&values));
+        let f64s = numbers::<f64>(&text, values.len()).unwrap();
+        assert!(f64s.iter().zip(&values).all(|(a, b)| *a == f64::from(*b)));
     }
 
     #[test]
