@@ -436,11 +436,13 @@ def pip_versions(venv, names):
     return {n: have.get(n) for n in names}
 
 
-def start_peer(peer, venv, work, raw):
-    """Starts a peer; returns (server, port, protocol, loadgen extras, infer url, body)."""
+def start_peer(peer, home, work, raw):
+    """Starts a peer from `home`: the release folder for the Rust peers, the
+    peer's venv for the Python ones. Returns (server, port, protocol,
+    loadgen extras, infer url, body)."""
     port = free_port()
     if peer in RUST_PEERS:
-        reference = Path(venv) / "reference"
+        reference = Path(home) / "reference"
         argv = [str(reference), "--port", str(port), "--model", str(MODEL_ONNX)]
         env = dict(os.environ, ORT_DYLIB_PATH=ort_library() or "")
         server = Server(peer, argv, env, raw / f"{peer}.log")
@@ -448,10 +450,10 @@ def start_peer(peer, venv, work, raw):
         if peer == "hello":
             return server, port, "http-json", ("--path", "/hello"), f"http://127.0.0.1:{port}/hello", {}
         return server, port, "http-json", (), v2_url, infer_body()
-    py = str(venv / "bin/python")
+    py = str(home / "bin/python")
     # the venv's bin first: `mlflow models serve` runs `uvicorn` by name
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-               PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(venv))
+               PATH=f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(home))
     v2_url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
     if peer == "fastapi":
         argv = [py, str(PEER_DIR / "fastapi_server.py"), "--model", str(MODEL_ONNX), "--name", MODEL,
@@ -476,7 +478,7 @@ def start_peer(peer, venv, work, raw):
             "name": MODEL, "implementation": "mlserver_onnx.OnnxModel",
             "parameters": {"uri": str(MODEL_ONNX), "version": "2"},
         }))
-        argv = [str(venv / "bin/mlserver"), "start", str(folder)]
+        argv = [str(home / "bin/mlserver"), "start", str(folder)]
         env["PYTHONPATH"] = str(folder)
         return Server(peer, argv, env, raw / f"{peer}.log", cwd=folder), port, "http-json", (), v2_url, infer_body()
     if peer == "mlflow":
@@ -486,7 +488,7 @@ def start_peer(peer, venv, work, raw):
         if p.returncode != 0:
             raise RuntimeError(f"saving the MLflow model failed: {p.stderr.strip()[-600:]}")
         env["MLFLOW_TRACKING_URI"] = (work / "mlruns").as_uri()
-        argv = [str(venv / "bin/mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+        argv = [str(home / "bin/mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
                 "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
         golden = json.loads(GOLDEN.read_text())["inputs"]["input"]["data"][:20]
         return (Server(peer, argv, env, raw / f"{peer}.log", cwd=work), port, "mlflow", (),
@@ -521,15 +523,15 @@ PEER_PACKAGES = {
 
 def bench_peer(peer, lg, args, work, raw):
     if peer in RUST_PEERS:
-        venv, versions = Path(lg.binary).parent, {}
+        home, versions = Path(lg.binary).parent, {}
     else:
-        venv, why = install_peer(peer, raw)
-        if venv is None:
+        home, why = install_peer(peer, raw)
+        if home is None:
             log(f"{peer}: SKIPPED, install failed: {why}")
             return {"status": "install-failed", "reason": why}
-        versions = pip_versions(venv, PEER_PACKAGES[peer])
+        versions = pip_versions(home, PEER_PACKAGES[peer])
     try:
-        server, port, protocol, extra, url, body = start_peer(peer, venv, work, raw)
+        server, port, protocol, extra, url, body = start_peer(peer, home, work, raw)
     except Exception as e:  # noqa: BLE001 — any failure is recorded, the run goes on
         log(f"{peer}: SKIPPED, could not start: {e}")
         return {"status": "start-failed", "reason": str(e), "versions": versions}
