@@ -330,6 +330,11 @@ def test_body_over_max_body_bytes_gets_413(launch):
                       timeout=10)
     assert r.status_code == 200, r.text
     assert r.headers["x-request-id"] == "zipped-1"
+    # An encoding the gateway can't inflate is refused, not read as JSON.
+    r = requests.post(f"{gw.http_url}/v2/models/boosted/infer", data=b"\x00\x01",
+                      headers={"content-type": "application/json", "content-encoding": "br"},
+                      timeout=10)
+    assert r.status_code == 415, r.text
 
     # Under the limit, the same endpoint answers.
     r = requests.post(f"{gw.http_url}/v2/models/boosted/infer", json=infer_body(small), timeout=10)
