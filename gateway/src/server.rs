@@ -12,7 +12,6 @@ use switchyard_api::grpc::grpc_inference_service_server::GrpcInferenceServiceSer
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::backend::{BackendConfig, Backends};
 use crate::batcher::ThreadBudget;
@@ -179,19 +178,11 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(config.max_body_bytes)
         .max_encoding_message_size(config.max_body_bytes);
-    let mut grpc_stop = stopped.clone();
-    tasks.spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(inference)
-            .serve_with_incoming_shutdown(nodelay(grpc_listener), async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
+    tasks.spawn(crate::grpc::serve::serve(
+        grpc_listener,
+        crate::grpc::serve::GrpcRoutes::new(inference, health_service),
+        stopped.clone(),
+    ));
 
     tracing::info!(http = %addrs.http, grpc = %addrs.grpc, metrics = %addrs.metrics, admin = %addrs.admin,
         models = %config.models.display(), "listening; loading models");
@@ -219,18 +210,6 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
         stop,
         tasks,
         drain: config.drain_timeout,
-    })
-}
-
-/// The gRPC listener's connections, each with TCP_NODELAY (see `serve_http`).
-fn nodelay(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
     })
 }
 

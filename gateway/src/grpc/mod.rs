@@ -4,6 +4,8 @@
 //! [`InferRequest`], encodes outputs as `raw_output_contents` as Triton
 //! does; errors become statuses in [`status_of`] alone.
 
+pub mod serve;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
