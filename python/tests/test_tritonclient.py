@@ -499,6 +499,23 @@ def test_grpc_health_unknown_service(health_check):
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.parametrize("method", [
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "/inference.GRPCInferenceService/NoSuchMethod",
+    "/grpc.health.v1.Health/NoSuchMethod",
+])
+def test_grpc_unknown_method_is_unimplemented(gateway, method):
+    channel = grpc.insecure_channel(gateway.grpc_addr)
+    try:
+        call = channel.unary_unary(method, request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"", timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        channel.close()
+
+
 # --- slot pinning with x-slot ---------------------------------------------
 
 
