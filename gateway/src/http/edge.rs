@@ -31,6 +31,9 @@ type Decompressing = RequestDecompression<
     tower::util::MapRequest<Router, fn(Request<DecompressionBody<Body>>) -> Request>,
 >;
 
+/// "sy-" and the 16 hex digits of the largest counter.
+const ID_BYTES: usize = 19;
+
 /// The inference port's service: a [`Router`] behind the edge concerns.
 #[derive(Clone)]
 pub struct Edge {
@@ -59,25 +62,16 @@ impl Edge {
     /// A request id for a request that brings none: a process-wide counter,
     /// cheaper than a random UUID and unique within one gateway's logs.
     fn next_id(&self) -> HeaderValue {
+        use std::io::Write;
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        let mut text = [0u8; 19];
-        text[..3].copy_from_slice(b"sy-");
-        let digits = hex(n, &mut text[3..]);
-        // Only "sy-" and hex digits: always a valid header value.
-        HeaderValue::from_bytes(&text[..3 + digits]).unwrap_or(HeaderValue::from_static("sy-"))
+        // "sy-" and at most 16 hex digits always fit, and are always a
+        // valid header value; formatted on the stack, not in a String.
+        let mut text = [0u8; ID_BYTES];
+        let mut rest = &mut text[..];
+        let _ = write!(rest, "sy-{n:x}");
+        let len = ID_BYTES - rest.len();
+        HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static("sy-"))
     }
-}
-
-/// Writes `n` in lower-case hex at the start of `out` (16 bytes at least);
-/// returns how many digits.
-fn hex(n: u64, out: &mut [u8]) -> usize {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let len = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in out[..len].iter_mut().enumerate() {
-        let shift = 4 * (len - 1 - i);
-        *slot = DIGITS[((n >> shift) & 0xf) as usize];
-    }
-    len
 }
 
 impl Service<Request> for Edge {
@@ -163,13 +157,13 @@ mod tests {
 
     #[test]
     fn made_up_ids_are_hex_counters() {
-        let mut out = [0u8; 16];
-        for n in [0u64, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
-            let len = hex(n, &mut out);
-            assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), format!("{n:x}"));
-        }
         let edge = Edge::new(Router::new());
         assert_eq!(edge.next_id(), "sy-0");
         assert_eq!(edge.next_id(), "sy-1");
+        edge.ids.store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(edge.next_id(), "sy-fffffffffffffffe");
+        assert_eq!(edge.next_id(), "sy-ffffffffffffffff");
+        edge.ids.store(0xdead_beef, Ordering::Relaxed);
+        assert_eq!(edge.next_id(), "sy-deadbeef");
     }
 }
