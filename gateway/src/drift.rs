@@ -400,9 +400,19 @@ fn count_column(ring: &Ring, column: &Column, data: &TensorData, rows: usize, ba
     }
     let counters =
         &ring.counts[base + column.offset..base + column.offset + column.bins.counters()];
+    let bins = &column.bins;
     with_vec!(data, v => {
-        for x in v.iter().skip(column.column).step_by(per_row) {
-            count_value(&column.bins, counters, x.as_f64());
+        let values = v.iter().skip(column.column).step_by(per_row).map(|x| x.as_f64());
+        if rows == 1 || counters.len() > TALLY_COUNTERS {
+            for x in values {
+                bins.place(x).add_to(counters);
+            }
+        } else {
+            let mut tally = Tally::new();
+            for x in values {
+                tally.add(bins.place(x));
+            }
+            tally.add_to(counters);
         }
     });
 }
@@ -414,48 +424,141 @@ fn shards() -> usize {
         .clamp(1, MAX_SHARDS)
 }
 
-#[inline]
-fn count_value(bins: &Bins, counters: &[AtomicU64], v: f64) {
-    match bins {
-        Bins::Numeric(edges) => {
-            let k = edges.len() - 1;
-            let i = if v.is_nan() {
-                k + 2
-            } else if v < edges[0] {
-                add_f64(
-                    &counters[k + 3],
-                    v.max(edges[0] - FAR_RANGES * (edges[k] - edges[0])),
-                );
-                k
-            } else if v > edges[k] {
-                add_f64(
-                    &counters[k + 4],
-                    v.min(edges[k] + FAR_RANGES * (edges[k] - edges[0])),
-                );
-                k + 1
-            } else {
-                (edges.partition_point(|&e| e <= v) - 1).min(k - 1)
-            };
-            counters[i].fetch_add(1, Ordering::Relaxed);
-        }
-        Bins::Categorical(values) => {
-            let i = if v.is_nan() {
-                values.len() + 1
-            } else {
+/// The most counters a column may have for a request's values to be
+/// tallied on the stack before they reach the shared counters; a column
+/// with more (a categorical feature of many values) counts straight in.
+const TALLY_COUNTERS: usize = 64;
+
+/// Up to this many inner edges, a value's bin is found by comparing it
+/// with every edge rather than by binary search.
+const LINEAR_EDGES: usize = 32;
+
+/// Where one value is counted.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// In this counter.
+    In(usize),
+    /// In this counter ("below" the reference range), with the clamped
+    /// value added to the sum three counters on.
+    Below(usize, f64),
+    /// In this counter ("above", right after "below"), with the clamped
+    /// value added to the sum three counters on.
+    Above(usize, f64),
+}
+
+impl Bins {
+    #[inline]
+    fn place(&self, v: f64) -> Place {
+        match self {
+            Bins::Numeric(edges) => {
+                let k = edges.len() - 1;
+                let (lo, hi) = (edges[0], edges[k]);
+                if v.is_nan() {
+                    Place::In(k + 2)
+                } else if v < lo {
+                    Place::Below(k, v.max(lo - FAR_RANGES * (hi - lo)))
+                } else if v > hi {
+                    Place::Above(k + 1, v.min(hi + FAR_RANGES * (hi - lo)))
+                } else {
+                    // The inner edges `v` has reached are its bin (`hi`
+                    // itself is in the last one). Few edges are counted
+                    // without branches, which beats a binary search's
+                    // chain of dependent loads.
+                    let inner = &edges[1..k];
+                    Place::In(if inner.len() <= LINEAR_EDGES {
+                        inner.iter().filter(|&&e| e <= v).count()
+                    } else {
+                        inner.partition_point(|&e| e <= v)
+                    })
+                }
+            }
+            Bins::Categorical(values) => {
+                if v.is_nan() {
+                    return Place::In(values.len() + 1);
+                }
                 let at = values.partition_point(|&x| x < v);
                 if values.get(at) == Some(&v) {
-                    at
+                    Place::In(at)
                 } else {
-                    values.len()
+                    Place::In(values.len())
                 }
-            };
-            counters[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Place {
+    /// Counts one value straight into the shared counters.
+    #[inline]
+    fn add_to(self, counters: &[AtomicU64]) {
+        match self {
+            Place::In(i) => {
+                counters[i].fetch_add(1, Ordering::Relaxed);
+            }
+            Place::Below(i, v) | Place::Above(i, v) => {
+                counters[i].fetch_add(1, Ordering::Relaxed);
+                add_f64(&counters[i + 3], v);
+            }
+        }
+    }
+}
+
+/// One request's values of one column, counted on the stack and added to
+/// the shared counters once per counter: an atomic add per value is a
+/// full barrier on x86 and cost more than finding the value's bin.
+struct Tally {
+    counts: [u32; TALLY_COUNTERS],
+    /// The "below" counter, once a value fell outside the range.
+    below: Option<usize>,
+    /// Sums of the clamped values below and above the range.
+    sums: [f64; 2],
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            counts: [0; TALLY_COUNTERS],
+            below: None,
+            sums: [0.0; 2],
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, place: Place) {
+        match place {
+            Place::In(i) => self.counts[i] += 1,
+            Place::Below(i, v) => {
+                self.counts[i] += 1;
+                self.below = Some(i);
+                self.sums[0] += v;
+            }
+            Place::Above(i, v) => {
+                self.counts[i] += 1;
+                self.below = Some(i - 1);
+                self.sums[1] += v;
+            }
+        }
+    }
+
+    fn add_to(&self, counters: &[AtomicU64]) {
+        for (counter, &n) in counters.iter().zip(&self.counts) {
+            if n > 0 {
+                counter.fetch_add(u64::from(n), Ordering::Relaxed);
+            }
+        }
+        if let Some(below) = self.below {
+            for (i, sum) in [below, below + 1].into_iter().zip(self.sums) {
+                if self.counts[i] > 0 {
+                    add_f64(&counters[i + 3], sum);
+                }
+            }
         }
     }
 }
 
 /// Adds to an f64 kept as bits. Only values outside the reference range
-/// take this path, so the compare-and-swap loop is rare.
+/// take this path, at most twice per column and request, so the
+/// compare-and-swap loop is rare.
 fn add_f64(cell: &AtomicU64, v: f64) {
     let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
         Some((f64::from_bits(bits) + v).to_bits())

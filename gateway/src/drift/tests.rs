@@ -182,6 +182,92 @@ fn a_new_window_starts_empty_and_says_so() {
 }
 
 #[test]
+fn requests_of_any_size_count_like_one_value_at_a_time() {
+    // Many-row requests are tallied on the stack first, one-row requests
+    // count straight in; few edges are compared one by one, many are
+    // searched: every way must agree with the offline binning, edges,
+    // out-of-range sums and missing values included. Edges an FP32 value
+    // can sit on exactly: 10 bins, then 100.
+    let few = vec![0.0, 1.0, 2.5, 3.0, 4.25, 5.0, 6.5, 7.0, 8.75, 9.0, 10.0];
+    let many: Vec<f64> = (0..=100).map(|i| f64::from(i) / 8.0).collect();
+    for edges in [few, many] {
+        let (manifest, mut profile) = setup();
+        let x = &mut profile.features[0];
+        x.shares = vec![1.0 / (edges.len() - 1) as f64; edges.len() - 1];
+        x.edges.clone_from(&edges);
+        assert!(profile.validate().is_empty(), "{:?}", profile.validate());
+        count_random_requests(&manifest, profile, &edges);
+    }
+}
+
+fn count_random_requests(manifest: &Manifest, profile: Profile, edges: &[f64]) {
+    let tracker = DriftTracker::new(profile, manifest);
+    let now = Instant::now();
+    let (lo, hi) = (edges[0], edges[edges.len() - 1]);
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    let mut live = Vec::new();
+    for rows_in_request in [1usize, 2, 3, 64, 1, 100, 7, 64, 500] {
+        let request: Vec<(f32, f32)> = (0..rows_in_request)
+            .map(|_| {
+                let r = next();
+                #[allow(clippy::cast_possible_truncation)] // FP32-exact by construction
+                let x = match r % 23 {
+                    0 => f32::NAN,
+                    1..=6 => edges[(r >> 8) as usize % edges.len()] as f32,
+                    _ => {
+                        let span = 1.6 * (hi - lo);
+                        (lo - 0.3 * (hi - lo) + span * f64::from(r >> 8) / f64::from(1u32 << 24))
+                            as f32
+                    }
+                };
+                let colour = if r % 17 == 0 {
+                    f32::NAN
+                } else {
+                    ((r >> 8) % 4) as f32
+                };
+                (x, colour)
+            })
+            .collect();
+        tracker.record_inputs(&rows(&request), request.len(), now);
+        live.extend(request);
+    }
+    let report = tracker.report(1, now);
+    assert_eq!(report.rows, live.len() as u64);
+    let xs: Vec<f64> = live.iter().map(|&(a, _)| f64::from(a)).collect();
+    let cs: Vec<f64> = live.iter().map(|&(_, b)| f64::from(b)).collect();
+    for (feature, values) in report.features.iter().zip([&xs, &cs]) {
+        let expected = expected_counts(&feature.reference, values);
+        let got = &feature.counts;
+        assert_eq!(got.bins, expected.bins, "{}", feature.name);
+        assert_eq!(
+            (got.below, got.above, got.unseen, got.missing),
+            (
+                expected.below,
+                expected.above,
+                expected.unseen,
+                expected.missing
+            ),
+            "{}",
+            feature.name
+        );
+        // Sums are added per request, so their rounding may differ.
+        assert!((got.below_sum - expected.below_sum).abs() < 1e-6, "{got:?}");
+        assert!((got.above_sum - expected.above_sum).abs() < 1e-6, "{got:?}");
+    }
+    let x = &report.features[0].counts;
+    assert!(x.below > 0 && x.above > 0 && x.missing > 0, "{x:?}");
+    assert!(x.bins.iter().all(|&n| n > 0), "{x:?}");
+    assert!(xs.contains(&hi) && xs.contains(&edges[1]));
+    assert!(report.features[1].counts.unseen > 0);
+}
+
+#[test]
 fn concurrent_writers_lose_no_counts() {
     let (manifest, profile) = setup();
     let tracker = std::sync::Arc::new(DriftTracker::new(profile, &manifest));
