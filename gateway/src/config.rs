@@ -22,6 +22,14 @@ const MAX_INLINE: Duration = Duration::from_millis(1);
 /// The most sessions one loaded version may have.
 const MAX_INSTANCES: usize = 64;
 
+/// Sessions per loaded version when the operator sets none: two, as
+/// Triton runs CPU models, since one session leaves all but one core idle
+/// for a model whose calls take hundreds of microseconds; but no more than
+/// the inference threads can run at once.
+fn default_instances(inference_threads: usize, intra_op_threads: usize) -> usize {
+    (inference_threads / intra_op_threads.max(1)).clamp(1, 2)
+}
+
 /// Command-line flags; each can also come from its environment variable.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -68,7 +76,9 @@ pub struct Flags {
     /// Threads inside one ONNX Runtime call [default: 1; more only helps large models].
     #[arg(long, env = "SWITCHYARD_INTRA_OP_THREADS")]
     pub intra_op_threads: Option<usize>,
-    /// Sessions (worker threads) per loaded version [default: 1].
+    /// Sessions (worker threads) per loaded version [default: 2 (Triton's
+    /// count for CPU models), fewer if the inference threads can't run
+    /// that many calls at once].
     #[arg(long, env = "SWITCHYARD_INSTANCES")]
     pub instances: Option<usize>,
     /// A request whose batch size its model runs within this many
@@ -338,6 +348,11 @@ impl Flags {
                 "log_format {log_format:?} must be \"text\" or \"json\""
             ));
         }
+        let inference_threads = self
+            .inference_threads
+            .or(file.inference_threads)
+            .unwrap_or(cpus);
+        let intra_op_threads = self.intra_op_threads.or(file.intra_op_threads).unwrap_or(1);
         let config = Config {
             models: self
                 .models
@@ -356,12 +371,12 @@ impl Flags {
             backends,
             model_backends,
             model_instances,
-            inference_threads: self
-                .inference_threads
-                .or(file.inference_threads)
-                .unwrap_or(cpus),
-            intra_op_threads: self.intra_op_threads.or(file.intra_op_threads).unwrap_or(1),
-            instances: self.instances.or(file.instances).unwrap_or(1),
+            inference_threads,
+            intra_op_threads,
+            instances: self
+                .instances
+                .or(file.instances)
+                .unwrap_or_else(|| default_instances(inference_threads, intra_op_threads)),
             inline_max: Duration::from_micros(
                 self.inline_max_us.or(file.inline_max_us).unwrap_or(100),
             ),
@@ -486,6 +501,30 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.intra_op_threads, 1);
         assert_eq!(c.inline_max, Duration::from_micros(100));
+        assert_eq!(c.instances, c.inference_threads.clamp(1, 2));
+    }
+
+    #[test]
+    fn default_sessions_fit_the_thread_budget() {
+        let with = |threads: usize, intra: usize| {
+            let flags = Flags {
+                inference_threads: Some(threads),
+                intra_op_threads: Some(intra),
+                ..Flags::default()
+            };
+            flags.merge(FileConfig::default()).unwrap().instances
+        };
+        assert_eq!(with(8, 1), 2);
+        assert_eq!(with(2, 1), 2);
+        assert_eq!(with(1, 1), 1, "one call at a time needs one session");
+        assert_eq!(with(8, 4), 2);
+        assert_eq!(with(4, 4), 1);
+        let set = Flags {
+            inference_threads: Some(8),
+            instances: Some(3),
+            ..Flags::default()
+        };
+        assert_eq!(set.merge(FileConfig::default()).unwrap().instances, 3);
     }
 
     #[test]
