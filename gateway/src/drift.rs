@@ -507,7 +507,7 @@ impl Place {
 /// the shared counters once per counter: an atomic add per value is a
 /// full barrier on x86 and cost more than finding the value's bin.
 struct Tally {
-    counts: [u32; TALLY_COUNTERS],
+    counts: [u64; TALLY_COUNTERS],
     /// The "below" counter, once a value fell outside the range.
     below: Option<usize>,
     /// Sums of the clamped values below and above the range.
@@ -543,7 +543,7 @@ impl Tally {
     fn add_to(&self, counters: &[AtomicU64]) {
         for (counter, &n) in counters.iter().zip(&self.counts) {
             if n > 0 {
-                counter.fetch_add(u64::from(n), Ordering::Relaxed);
+                counter.fetch_add(n, Ordering::Relaxed);
             }
         }
         if let Some(below) = self.below {
@@ -557,7 +557,7 @@ impl Tally {
 }
 
 /// Adds to an f64 kept as bits. Only values outside the reference range
-/// take this path, at most twice per column and request, so the
+/// take this path (a tallied request once per side and column), so the
 /// compare-and-swap loop is rare.
 fn add_f64(cell: &AtomicU64, v: f64) {
     let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
