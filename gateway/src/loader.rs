@@ -15,7 +15,7 @@ use switchyard_api::profile::ProfileError;
 use crate::backend::{BackendError, Backends, GraphTensor, Session, backend_name};
 use crate::batcher::{Batcher, Inline, ThreadBudget};
 use crate::drift::DriftTracker;
-use crate::metrics::Metrics;
+use crate::metrics::{LoadPhase, Metrics};
 use crate::model::LoadedModel;
 use crate::repository::{ModelSource, SourceError};
 use crate::tensor::{Tensor, TensorData};
@@ -126,6 +126,9 @@ impl LoadContext {
         // Read before the engine: a profile that does not fit is refused
         // as early as a wrong hash.
         let drift = DriftTracker::for_version(&manifest, &dir)?.filter(|_| self.drift);
+        self.metrics
+            .load_phase(model, LoadPhase::Verify, started.elapsed());
+        let opening = Instant::now();
         let file = dir.join(MODEL_FILE);
         let file_name = file.display().to_string();
 
@@ -179,7 +182,10 @@ impl LoadContext {
             });
         }
 
+        self.metrics
+            .load_phase(model, LoadPhase::Open, opening.elapsed());
         on_state(VersionState::Warming);
+        let warming = Instant::now();
         let inline_rows = in_background(&format!("warm-{model}-{version}"), || {
             for session in &mut sessions {
                 let warmed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -197,6 +203,8 @@ impl LoadContext {
             }));
             Ok::<usize, LoadError>(timed.unwrap_or(0))
         })??;
+        self.metrics
+            .load_phase(model, LoadPhase::Warmup, warming.elapsed());
         tracing::debug!(model, version, inline_rows, "timed after warm-up");
         let inline = Inline {
             rows: inline_rows,

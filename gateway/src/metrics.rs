@@ -7,6 +7,8 @@
 //! request path are resolved once per loaded version ([`VersionMetrics`]),
 //! so serving a request does no label lookup.
 
+use std::time::Duration;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -64,12 +66,45 @@ pub struct Metrics {
     shadow: IntCounterVec,
     loads: IntCounterVec,
     load_duration: HistogramVec,
+    load_phase: HistogramVec,
     ready: Gauge,
     rollout_phase: IntGaugeVec,
     rollout_step: IntGaugeVec,
     check_value: GaugeVec,
     check_threshold: GaugeVec,
     check_passing: IntGaugeVec,
+}
+
+/// Buckets of the load durations: from a small model's tens of
+/// milliseconds to a large one's minute.
+const LOAD_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The steps of loading a version, as the `phase` label names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPhase {
+    /// Fetching, reading the manifest, checking the files' hashes and
+    /// reading the drift profile.
+    Verify,
+    /// Opening the backend's sessions and checking the signature.
+    Open,
+    /// Warming up every batch size and timing the inline limit.
+    Warmup,
+}
+
+impl LoadPhase {
+    /// Every phase, in load order.
+    pub const ALL: [LoadPhase; 3] = [LoadPhase::Verify, LoadPhase::Open, LoadPhase::Warmup];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadPhase::Verify => "verify",
+            LoadPhase::Open => "open",
+            LoadPhase::Warmup => "warmup",
+        }
+    }
 }
 
 /// Request-path handles for one loaded version in one slot.
@@ -232,9 +267,13 @@ impl Metrics {
                 "switchyard_model_load_duration_seconds",
                 "Time to verify, load and warm up a version",
                 &["model"],
-                &[
-                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                ],
+                LOAD_BUCKETS,
+            ),
+            load_phase: histogram(
+                "switchyard_model_load_phase_duration_seconds",
+                "Time of each completed step of a version's load: verify (fetch, manifest, file hashes, profile), open (the backend's sessions and the signature check), warmup (every batch size, then timing the inline limit)",
+                &["model", "phase"],
+                LOAD_BUCKETS,
             ),
             ready,
             registry,
@@ -320,6 +359,13 @@ impl Metrics {
         self.shadow
             .with_label_values(&[model, &live.to_string(), &shadow.to_string(), result])
             .inc();
+    }
+
+    /// Records how long one step of a load took, once it completed.
+    pub fn load_phase(&self, model: &str, phase: LoadPhase, took: Duration) {
+        self.load_phase
+            .with_label_values(&[model, phase.as_str()])
+            .observe(took.as_secs_f64());
     }
 
     /// Records one load attempt.
@@ -409,6 +455,11 @@ mod tests {
             text.contains(r#"switchyard_route_weight_percent{model="boosted",slot="green"} 10"#)
         );
         assert!(text.contains("switchyard_batch_size_rows_bucket"));
+        m.load_phase("boosted", LoadPhase::Open, Duration::from_millis(30));
+        let text = m.render();
+        assert!(text.contains(
+            r#"switchyard_model_load_phase_duration_seconds_bucket{model="boosted",phase="open",le="0.05"} 1"#
+        ), "{text}");
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split_whitespace().nth(2).unwrap_or_default();
             assert!(name.starts_with("switchyard_"), "{name}");

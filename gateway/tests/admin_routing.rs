@@ -7,6 +7,7 @@
 
 mod common;
 
+use gateway::metrics::LoadPhase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -322,6 +323,39 @@ async fn broken_versions_are_refused_and_serving_goes_on() {
         .unwrap();
     assert_eq!(route["blue"]["version"], 3);
     assert!(route["green"].is_null());
+    // Each step is timed once it completes: v3 at start went through all
+    // three; the two unreadable graphs passed verification and failed to
+    // open (once per slot); the wrong hash failed verification.
+    let metrics = reqwest::get(common::metrics(&gw))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    let phase = |kind: &str, phase: LoadPhase| {
+        value(&format!(
+            "switchyard_model_load_phase_duration_seconds_{kind}{{model=\"boosted\",phase=\"{}\"}}",
+            phase.as_str()
+        ))
+    };
+    let counts: Vec<f64> = LoadPhase::ALL.iter().map(|&p| phase("count", p)).collect();
+    assert_eq!(counts, [5.0, 1.0, 1.0]);
+    assert_eq!(
+        value(r#"switchyard_model_loads_total{model="boosted",result="failed"}"#),
+        6.0
+    );
+    let total = value(r#"switchyard_model_load_duration_seconds_sum{model="boosted"}"#);
+    let steps: f64 = LoadPhase::ALL.iter().map(|&p| phase("sum", p)).sum();
+    assert!(
+        steps > 0.0 && steps <= total,
+        "{steps} s of steps, {total} s of loads"
+    );
     gw.shutdown().await;
 }
 
