@@ -84,12 +84,7 @@ async fn green_is_reachable_alone_then_takes_its_exact_share() {
     .await;
     assert_eq!(route["live"], "green");
     assert_eq!(version_of(&url, &body, None).await, "2");
-    let metrics = reqwest::get(common::metrics(&gw))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::scrape(&gw).await;
     assert!(
         metrics.contains("switchyard_route_weight_percent{model=\"boosted\",slot=\"green\"} 100")
     );
@@ -221,12 +216,7 @@ async fn shadow_traffic_is_compared_and_never_returned() {
     // Shadow answers are compared after the live answer has gone.
     let mut counted = 0.0;
     for _ in 0..50 {
-        let text = reqwest::get(common::metrics(&gw))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::scrape(&gw).await;
         counted = text
             .lines()
             .filter(|l| {
@@ -326,12 +316,7 @@ async fn broken_versions_are_refused_and_serving_goes_on() {
     // Each step is timed once it completes: v3 at start went through all
     // three; the two unreadable graphs passed verification and failed to
     // open (once per slot); the wrong hash failed verification.
-    let metrics = reqwest::get(common::metrics(&gw))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::scrape(&gw).await;
     let value = |series: &str| -> f64 {
         metrics
             .lines()

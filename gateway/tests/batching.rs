@@ -73,15 +73,6 @@ async fn fake_gateway(
     (gw, fake)
 }
 
-async fn scrape(gw: &gateway::server::Gateway) -> String {
-    reqwest::get(common::metrics(gw))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn body(rows: usize) -> Value {
     json!({"inputs": [{"name": "input", "shape": [rows, 2], "datatype": "FP32", "data": vec![1.0f32; rows * 2]}]})
 }
@@ -112,7 +103,7 @@ async fn concurrent_requests_share_backend_calls_and_get_their_own_rows() {
         calls < 16,
         "16 concurrent requests took {calls} backend calls: no batching"
     );
-    let metrics = scrape(&gw).await;
+    let metrics = common::scrape(&gw).await;
     assert!(metrics.contains("switchyard_batch_size_rows_count{model=\"slow\",version=\"1\"}"));
     assert_eq!(
         inline_runs(&metrics),
@@ -213,7 +204,7 @@ async fn one_request_at_a_time_to_a_fast_model_runs_where_it_arrived() {
         );
     }
     assert_eq!(fake.batches.load(Ordering::SeqCst) - before, 3);
-    let metrics = scrape(&gw).await;
+    let metrics = common::scrape(&gw).await;
     assert_eq!(inline_runs(&metrics), 3, "every request ran inline");
     gw.shutdown().await;
 }

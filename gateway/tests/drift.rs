@@ -178,14 +178,7 @@ async fn drift_is_measured_live_and_names_the_shifted_features() {
     let v7 = early.versions.iter().find(|v| v.version == 7).unwrap();
     assert!(!v7.ready);
     assert!(v7.reason.as_deref().unwrap().contains("100 of the 500"));
-    let text = client
-        .get(common::metrics(&gw))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::scrape(&gw).await;
     let mv = [("model", "linear"), ("version", "7")];
     assert_eq!(sample(&text, "switchyard_drift_ready", &mv), Some(0.0));
     assert_eq!(
@@ -238,14 +231,7 @@ async fn drift_is_measured_live_and_names_the_shifted_features() {
 
     // /metrics carries the same figures the admin API computed, and each is
     // the offline computation from the reported bins.
-    let text = client
-        .get(common::metrics(&gw))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::scrape(&gw).await;
     for f in &v7.features {
         let offline = statistics(&f.reference, &f.counts).unwrap();
         for (stat, want) in [

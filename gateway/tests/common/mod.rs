@@ -196,3 +196,13 @@ pub fn admin(gateway: &Gateway) -> String {
 pub fn metrics(gateway: &Gateway) -> String {
     format!("http://{}/metrics", gateway.addrs.metrics)
 }
+
+/// The gateway's /metrics text.
+pub async fn scrape(gateway: &Gateway) -> String {
+    reqwest::get(metrics(gateway))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
