@@ -120,12 +120,17 @@ impl LoadContext {
         started: Instant,
     ) -> Result<LoadedModel, LoadError> {
         on_state(VersionState::Loading);
-        let dir = self.source.fetch(model, version)?;
-        let manifest = Manifest::load(&dir)?;
-        manifest.verify_files(&dir)?;
-        // Read before the engine: a profile that does not fit is refused
-        // as early as a wrong hash.
-        let drift = DriftTracker::for_version(&manifest, &dir)?.filter(|_| self.drift);
+        // Hashing a large model's files is seconds of CPU: at low priority
+        // too, like opening and warming up.
+        let (dir, manifest, drift) = in_background(&format!("verify-{model}-{version}"), || {
+            let dir = self.source.fetch(model, version)?;
+            let manifest = Manifest::load(&dir)?;
+            manifest.verify_files(&dir)?;
+            // Read before the engine: a profile that does not fit is
+            // refused as early as a wrong hash.
+            let drift = DriftTracker::for_version(&manifest, &dir)?.filter(|_| self.drift);
+            Ok::<_, LoadError>((dir, manifest, drift))
+        })??;
         self.metrics
             .load_phase(model, LoadPhase::Verify, started.elapsed());
         let opening = Instant::now();
@@ -235,11 +240,12 @@ impl LoadContext {
     }
 }
 
-/// The nice value of the threads that open and warm up a version.
+/// The nice value of the threads that verify, open and warm up a version.
 const LOADING_NICE: i32 = 10;
 
-/// Runs `work` on a thread of its own at a lower CPU priority: opening a
-/// graph and warming it up at every batch size is a burst of CPU, and on a
+/// Runs `work` on a thread of its own at a lower CPU priority: hashing a
+/// version's files, opening its graph and warming it up at every batch
+/// size are bursts of CPU, and on a
 /// busy machine it must not take the cores from the requests being served
 /// (a gateway under load kept answering, but its p99 doubled while a
 /// fleet loaded a version). On Linux a thread's nice value is its own, and
@@ -450,6 +456,8 @@ fn zeros(spec: &TensorSpec, rows: usize) -> Tensor {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -463,6 +471,48 @@ mod tests {
             "the work's thread is lowered"
         );
         assert_eq!(own(), before, "the calling thread is not");
+    }
+
+    /// A source that notes the priority of the thread fetching from it,
+    /// then has nothing to give.
+    #[derive(Debug, Default)]
+    struct NotingSource(std::sync::Mutex<Vec<i32>>);
+
+    impl ModelSource for NotingSource {
+        fn models(&self) -> Result<Vec<String>, SourceError> {
+            Ok(Vec::new())
+        }
+        fn versions(&self, model: &str) -> Result<Vec<u64>, SourceError> {
+            Err(SourceError::UnknownModel(model.to_owned()))
+        }
+        fn fetch(&self, model: &str, _version: u64) -> Result<PathBuf, SourceError> {
+            let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+            if let (Ok(nice), Ok(mut seen)) = (nice, self.0.lock()) {
+                seen.push(nice);
+            }
+            Err(SourceError::UnknownModel(model.to_owned()))
+        }
+    }
+
+    #[test]
+    fn fetching_and_verifying_run_at_low_priority_too() {
+        let source = Arc::new(NotingSource::default());
+        let loader = LoadContext {
+            source: source.clone(),
+            backends: Backends::from_list(Vec::new()),
+            backend_overrides: std::collections::HashMap::new(),
+            instances: 1,
+            model_instances: std::collections::HashMap::new(),
+            budget: ThreadBudget::new(1),
+            metrics: Metrics::new(),
+            drift: false,
+            inline_max: Duration::ZERO,
+        };
+        let before = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let result = loader.load("m", 1, Slot::Blue, &mut |_| {});
+        assert!(matches!(result, Err(LoadError::Source(_))), "{result:?}");
+        let seen = source.0.lock().unwrap().clone();
+        assert_eq!(seen, vec![before.max(LOADING_NICE)]);
     }
 
     #[test]
