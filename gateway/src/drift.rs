@@ -412,7 +412,7 @@ fn count_column(ring: &Ring, column: &Column, data: &TensorData, rows: usize, ba
             for x in values {
                 tally.add(bins.place(x));
             }
-            tally.add_to(counters);
+            tally.add_to(bins, counters);
         }
     });
 }
@@ -508,8 +508,6 @@ impl Place {
 /// full barrier on x86 and cost more than finding the value's bin.
 struct Tally {
     counts: [u64; TALLY_COUNTERS],
-    /// The "below" counter, once a value fell outside the range.
-    below: Option<usize>,
     /// Sums of the clamped values below and above the range.
     sums: [f64; 2],
 }
@@ -518,7 +516,6 @@ impl Tally {
     fn new() -> Tally {
         Tally {
             counts: [0; TALLY_COUNTERS],
-            below: None,
             sums: [0.0; 2],
         }
     }
@@ -529,24 +526,24 @@ impl Tally {
             Place::In(i) => self.counts[i] += 1,
             Place::Below(i, v) => {
                 self.counts[i] += 1;
-                self.below = Some(i);
                 self.sums[0] += v;
             }
             Place::Above(i, v) => {
                 self.counts[i] += 1;
-                self.below = Some(i - 1);
                 self.sums[1] += v;
             }
         }
     }
 
-    fn add_to(&self, counters: &[AtomicU64]) {
+    fn add_to(&self, bins: &Bins, counters: &[AtomicU64]) {
         for (counter, &n) in counters.iter().zip(&self.counts) {
             if n > 0 {
                 counter.fetch_add(n, Ordering::Relaxed);
             }
         }
-        if let Some(below) = self.below {
+        if let Bins::Numeric(edges) = bins {
+            // "below" is counter k, "above" k + 1 (see `Bins::place`).
+            let below = edges.len() - 1;
             for (i, sum) in [below, below + 1].into_iter().zip(self.sums) {
                 if self.counts[i] > 0 {
                     add_f64(&counters[i + 3], sum);
