@@ -376,7 +376,7 @@ def manifest(version: int, description: str, provenance: dict, hashes: dict) -> 
         f"version = {version}",
         f"description = {q(description)}",
         'platform = "onnx"',
-        'backends = ["ort"]',
+        'backends = ["forest", "ort"]',
         f"labels = [{', '.join(q(label) for label in LABELS)}]",
         'profile = "profile.json"',
         "",

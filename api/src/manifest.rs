@@ -91,6 +91,8 @@ pub enum BackendKind {
     Ort,
     /// tract, pure Rust.
     Tract,
+    /// forest: tree ensembles evaluated natively.
+    Forest,
 }
 
 /// Dynamic batching, with Triton's meaning of each setting.

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gateway::backend::{BackendConfig, Backends, Session};
+use gateway::backend::{BackendConfig, Backends, Session, backend_name};
 use switchyard_api::Manifest;
 use switchyard_api::manifest::{BackendKind, MODEL_FILE};
 
@@ -39,9 +39,9 @@ fn session(
 
 fn infer(c: &mut Criterion) {
     let ort_library = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let mut order = vec![BackendKind::Tract];
+    let mut order = vec![BackendKind::Forest, BackendKind::Tract];
     match &ort_library {
-        Some(p) if p.is_file() => order.insert(0, BackendKind::Ort),
+        Some(p) if p.is_file() => order.insert(1, BackendKind::Ort),
         Some(p) => eprintln!(
             "infer bench: ORT_DYLIB_PATH={} is not a file; skipping the ort benches",
             p.display()
@@ -62,6 +62,7 @@ fn infer(c: &mut Criterion) {
         (BackendKind::Ort, "mlp", 1),
         (BackendKind::Tract, "mlp", 1),
         (BackendKind::Ort, "boosted", 2),
+        (BackendKind::Forest, "boosted", 2),
     ];
     let inputs = [
         (1usize, vec![common::input_tensor(1)]),
@@ -72,11 +73,7 @@ fn infer(c: &mut Criterion) {
         let Some(mut s) = session(&backends, kind, model, version) else {
             continue;
         };
-        let backend = if kind == BackendKind::Ort {
-            "ort"
-        } else {
-            "tract"
-        };
+        let backend = backend_name(kind);
         for (rows, input) in &inputs {
             g.throughput(Throughput::Elements(*rows as u64));
             g.bench_function(format!("{backend}/{model}-{version}/{rows}"), |b| {

@@ -67,7 +67,8 @@ pub struct Flags {
     /// Path of ONNX Runtime's shared library (libonnxruntime.so.*).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_library: Option<PathBuf>,
-    /// Backend fallback order for models whose manifest names none [default: ort,tract].
+    /// Backend fallback order for models whose manifest names none [default: ort,tract,forest]
+    /// (forest: tree ensembles evaluated natively; it refuses every other graph).
     #[arg(long, env = "SWITCHYARD_BACKENDS", value_delimiter = ',')]
     pub backends: Option<Vec<String>>,
     /// Backend calls that may run at once, across all models [default: the number of CPUs].
@@ -292,7 +293,7 @@ impl Flags {
             Duration::from_secs(30),
         );
         let backends = parse_backends("backends", self.backends.or(file.backends), &mut problems)
-            .unwrap_or_else(|| vec![BackendKind::Ort, BackendKind::Tract]);
+            .unwrap_or_else(|| vec![BackendKind::Ort, BackendKind::Tract, BackendKind::Forest]);
         let mut model_backends = HashMap::new();
         let mut pinned_versions = BTreeMap::new();
         let mut model_instances = HashMap::new();
@@ -474,8 +475,9 @@ fn parse_backends(
         match b {
             "ort" => out.push(BackendKind::Ort),
             "tract" => out.push(BackendKind::Tract),
+            "forest" => out.push(BackendKind::Forest),
             other => problems.push(format!(
-                "{name}: unknown backend {other:?} (known: ort, tract)"
+                "{name}: unknown backend {other:?} (known: forest, ort, tract)"
             )),
         }
     }
@@ -497,7 +499,10 @@ mod tests {
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:8001");
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:8002");
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:8003");
-        assert_eq!(c.backends, vec![BackendKind::Ort, BackendKind::Tract]);
+        assert_eq!(
+            c.backends,
+            vec![BackendKind::Ort, BackendKind::Tract, BackendKind::Forest]
+        );
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.intra_op_threads, 1);
         assert_eq!(c.inline_max, Duration::from_micros(100));

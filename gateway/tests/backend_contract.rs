@@ -18,7 +18,7 @@ use switchyard_api::manifest::BackendKind;
 
 fn backends() -> Backends {
     Backends::from_config(&BackendConfig {
-        order: vec![BackendKind::Ort, BackendKind::Tract],
+        order: vec![BackendKind::Forest, BackendKind::Ort, BackendKind::Tract],
         ort_library: Some(common::ort_library()),
         intra_op_threads: 1,
     })
@@ -108,6 +108,25 @@ fn tract_serves_linear_and_mlp_and_refuses_tree_ensembles() {
 }
 
 #[test]
+fn forest_serves_the_tree_ensembles_and_refuses_the_rest() {
+    let backends = backends();
+    let forest = backends.get(BackendKind::Forest).unwrap();
+    for (model, version) in versions() {
+        let result = check(forest.as_ref(), &model, version);
+        if model == "boosted" {
+            result.unwrap_or_else(|e| panic!("{model}/{version}: {e}"));
+        } else {
+            match result {
+                Err(BackendError::Unsupported { reason, .. }) => {
+                    assert!(reason.contains("is not a tree ensemble"), "{reason}");
+                }
+                other => panic!("forest must refuse {model}/{version}, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn every_backend_fails_cleanly_on_a_file_that_is_not_onnx() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("model.onnx");
@@ -117,7 +136,7 @@ fn every_backend_fails_cleanly_on_a_file_that_is_not_onnx() {
     std::fs::write(&truncated, &real[..real.len() / 2]).unwrap();
     let manifest = Manifest::load(&common::models_root().join("mlp/1")).unwrap();
     let backends = backends();
-    for kind in [BackendKind::Ort, BackendKind::Tract] {
+    for kind in [BackendKind::Forest, BackendKind::Ort, BackendKind::Tract] {
         let backend = backends.get(kind).unwrap();
         for file in [&bogus, &truncated] {
             match backend.load(Path::new(file), &manifest) {

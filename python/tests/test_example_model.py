@@ -105,7 +105,7 @@ def test_v2_is_better_than_v1_on_the_newest_holdout_and_metrics_are_measured():
 def test_manifest_carries_the_signature_features_profile_and_drift():
     for v in VERSIONS:
         m = manifest("dropout", v)
-        assert m["backends"] == ["ort"] and m["labels"] == ["graduate", "dropout"]
+        assert m["backends"] == ["forest", "ort"] and m["labels"] == ["graduate", "dropout"]
         assert m["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 12],
                                 "features": sd.NAMES}]
         assert [(o["name"], o["datatype"], o["shape"]) for o in m["outputs"]] == [

@@ -388,9 +388,10 @@ def test_ort_library_flag_alone_is_enough(launch):
     # itself and panicked.
     lib = base_env()["ORT_DYLIB_PATH"]
     gw = launch.start("--ort-library", lib, env={"ORT_DYLIB_PATH": ""})
-    r = requests.get(f"{gw.http_url}/v2/models/boosted", timeout=10)
+    # linear's manifest prefers ort (the tree models prefer forest).
+    r = requests.get(f"{gw.http_url}/v2/models/linear", timeout=10)
     assert r.status_code == 200, r.text
-    listed = requests.get(f"{gw.admin_url}/admin/models/boosted", timeout=10).json()
+    listed = requests.get(f"{gw.admin_url}/admin/models/linear", timeout=10).json()
     assert listed["blue"]["backend"] == "ort", listed
     gw.stop()
     assert "panicked" not in gw.stderr_path.read_text(errors="replace")

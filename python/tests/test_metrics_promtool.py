@@ -276,8 +276,8 @@ def test_model_loaded(gateway, traffic):
         for d, v in ((dict(k), v) for k, v in m.series("switchyard_model_loaded").items())
     }
     assert loaded == {
-        ("boosted", "3", "blue", "ort"): 1,
-        ("dropout", "3", "blue", "ort"): 1,
+        ("boosted", "3", "blue", "forest"): 1,
+        ("dropout", "3", "blue", "forest"): 1,
         ("linear", "1", "blue", "ort"): 1,
         ("mlp", "1", "blue", "ort"): 1,
     }
@@ -310,10 +310,10 @@ def test_routing_changes_show_in_the_gauges(gateway, traffic, promtool_path):
         assert m.value("switchyard_route_weight_percent", model="boosted", slot="blue") == 80
         assert m.value("switchyard_route_weight_percent", model="boosted", slot="green") == 20
         assert m.value(
-            "switchyard_model_loaded", model="boosted", version="2", slot="green", backend="ort"
+            "switchyard_model_loaded", model="boosted", version="2", slot="green", backend="forest"
         ) == 1
         assert m.value(
-            "switchyard_model_loaded", model="boosted", version="3", slot="blue", backend="ort"
+            "switchyard_model_loaded", model="boosted", version="3", slot="blue", backend="forest"
         ) == 1
         result = promtool_check(text)
         assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (

@@ -12,7 +12,9 @@ and axum answering a constant: the machine's ceilings, measured in the same
 run) and each Python peer (FastAPI, `mlflow models serve`, Seldon MLServer,
 KServe), each installed into .venv-bench/<peer> from
 python/bench-requirements/<peer>.txt. A peer that fails to install or run is
-recorded with the reason and skipped.
+recorded with the reason and skipped. The example manifests run boosted on
+the forest backend; --compare-ort measures the same cells a second time with
+boosted pinned to ONNX Runtime.
 
 Then three gateway scenarios: a swap burst (20 hot swaps of boosted's blue
 slot, alternating v2/v3, under c=64 load), p99 of boosted while mlp's green
@@ -283,7 +285,7 @@ def infer_body(with_id=False):
 
 
 class Gateway:
-    def __init__(self, binary, ort, work, raw, name="gateway"):
+    def __init__(self, binary, ort, work, raw, name="gateway", extra=()):
         self.ports = {k: free_port() for k in ("http", "grpc", "metrics", "admin")}
         self.models = work / "models"
         if not self.models.exists():
@@ -293,6 +295,7 @@ class Gateway:
         argv = [str(binary), "--models", str(self.models), "--state-dir", str(state)]
         for k, p in self.ports.items():
             argv += [f"--{k}-addr", f"127.0.0.1:{p}"]
+        argv += list(extra)
         env = dict(os.environ, ORT_DYLIB_PATH=ort, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.server = Server(name, argv, env, raw / f"{name}.log")
         self.admin = f"http://127.0.0.1:{self.ports['admin']}"
@@ -576,6 +579,11 @@ def table(results, args):
     gw = results["gateway"]
     for protocol in args.gateway_protocols:
         servers.append((f"switchyard, {PROTOCOL_TITLES.get(protocol, protocol)}", protocol, gw["cells"], gw["cold_start_s"], gw["rss_mib_after"]))
+    if "gateway_ort" in results:
+        g = results["gateway_ort"]
+        for protocol in args.gateway_protocols:
+            servers.append((f"switchyard on ort, {PROTOCOL_TITLES.get(protocol, protocol)}", protocol, g["cells"],
+                            g["cold_start_s"], g["rss_mib_after"]))
     for peer, r in results["peers"].items():
         if r.get("status") == "ok":
             versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v)
@@ -682,6 +690,8 @@ def main():
     ap.add_argument("--memory-versions", type=int, default=8)
     ap.add_argument("--loadgen-threads", type=int, default=1)
     ap.add_argument("--peer-start-limit", type=float, default=120.0, help="seconds a peer may take to answer")
+    ap.add_argument("--compare-ort", action="store_true",
+                    help="also run the gateway with the benchmark model on ONNX Runtime instead of forest")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benches/results")
     args = ap.parse_args()
@@ -751,6 +761,24 @@ def main():
             save()
         finally:
             gw.server.stop()
+
+        if args.compare_ort:
+            # The same gateway with the benchmark model pinned to ONNX Runtime
+            # (its manifest prefers forest): the backend's share, in one run.
+            config = work / "ort.toml"
+            config.write_text(f'[model.{MODEL}]\nbackends = ["ort"]\n')
+            log("gateway (ort): starting")
+            gw = Gateway(gateway_bin, ort, work, raw, name="gateway-ort", extra=["--config", str(config)])
+            try:
+                grpc = [p for p in args.gateway_protocols if p.startswith("grpc")]
+                http_protocols = [p for p in args.gateway_protocols if p not in grpc]
+                cells = run_cells(lg, gw.ports["http"], http_protocols, args, "switchyard-ort")
+                cells += run_cells(lg, gw.ports["grpc"], grpc, args, "switchyard-ort")
+                results["gateway_ort"] = {"cold_start_s": gw.cold_start_s, "rss_mib_after": gw.rss(),
+                                          "cells": cells}
+                save()
+            finally:
+                gw.server.stop()
 
         for peer in peers:
             try:

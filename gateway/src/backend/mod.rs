@@ -21,6 +21,8 @@ use crate::tensor::Tensor;
 
 #[cfg(feature = "test-util")]
 pub mod fake;
+#[cfg(feature = "forest")]
+pub mod forest;
 #[cfg(feature = "ort")]
 pub mod ort;
 #[cfg(feature = "tract")]
@@ -185,6 +187,7 @@ pub const fn backend_name(kind: BackendKind) -> &'static str {
     match kind {
         BackendKind::Ort => "ort",
         BackendKind::Tract => "tract",
+        BackendKind::Forest => "forest",
     }
 }
 
@@ -199,6 +202,8 @@ fn init(kind: BackendKind, config: &BackendConfig) -> Result<Arc<dyn Backend>, S
         }
         #[cfg(feature = "tract")]
         BackendKind::Tract => Ok(Arc::new(tract::TractBackend)),
+        #[cfg(feature = "forest")]
+        BackendKind::Forest => Ok(Arc::new(forest::ForestBackend)),
         #[allow(unreachable_patterns)]
         other => Err(format!(
             "{} support was not compiled in (cargo feature {:?})",
