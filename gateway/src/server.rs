@@ -173,6 +173,11 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
     health
         .set_not_serving::<GrpcInferenceServiceServer<InferenceService>>()
         .await;
+    let direct = crate::grpc::direct::DirectInfer::new(
+        InferenceService::new(serving.clone()),
+        config.max_body_bytes,
+        serving.settings().default_timeout,
+    );
     let inference = GrpcInferenceServiceServer::new(InferenceService::new(serving.clone()))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -180,7 +185,7 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
         .max_encoding_message_size(config.max_body_bytes);
     tasks.spawn(crate::grpc::serve::serve(
         grpc_listener,
-        crate::grpc::serve::GrpcRoutes::new(inference, health_service),
+        crate::grpc::serve::GrpcRoutes::new(direct, inference, health_service),
         stopped.clone(),
     ));
 

@@ -4,6 +4,7 @@
 //! [`InferRequest`], encodes outputs as `raw_output_contents` as Triton
 //! does; errors become statuses in [`status_of`] alone.
 
+pub mod direct;
 pub mod serve;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use switchyard_api::grpc::{
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse, infer_parameter::ParameterChoice,
 };
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::http::codec::MAX_TIMEOUT;
@@ -147,12 +148,41 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let started = Instant::now();
-        let timeout = grpc_timeout(request.metadata())?;
-        let pin = pin_from(
-            request.metadata(),
-            version_pin(&request.get_ref().model_version)?,
-        )?;
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
+        let answer = self.infer(&metadata.into_headers(), r, started).await?;
+        let mut response = Response::new(answer.message);
+        let metadata = response.metadata_mut();
+        if let Some(v) = answer
+            .version
+            .and_then(|v| MetadataValue::try_from(v.as_bytes()).ok())
+        {
+            metadata.insert(VERSION_HEADER, v);
+        }
+        metadata.insert(SLOT_HEADER, MetadataValue::from_static(answer.slot));
+        Ok(response)
+    }
+}
+
+/// A `ModelInfer` answer and the metadata it goes out with.
+pub(crate) struct Answer {
+    pub(crate) message: ModelInferResponse,
+    /// The version label, when it is a valid header value.
+    pub(crate) version: Option<http::HeaderValue>,
+    pub(crate) slot: &'static str,
+}
+
+impl InferenceService {
+    /// `ModelInfer` once the message is decoded, for tonic's method and
+    /// for the direct path of [`direct`] alike: the client's deadline and
+    /// pins from the headers, the inputs, the inference, the answer.
+    pub(crate) async fn infer(
+        &self,
+        headers: &http::HeaderMap,
+        r: ModelInferRequest,
+        started: Instant,
+    ) -> Result<Answer, Status> {
+        let timeout = grpc_timeout(headers)?;
+        let pin = pin_from(headers, version_pin(&r.model_version)?)?;
         let param_timeout = parameter_timeout(&r)?;
         let inputs = decode_inputs(r.inputs, r.raw_input_contents)?;
         let outputs =
@@ -188,21 +218,18 @@ impl GrpcInferenceService for InferenceService {
                 }
             })
             .collect();
-        let mut answer = Response::new(ModelInferResponse {
-            model_name: model.name().to_owned(),
-            model_version: model.version_label.clone(),
-            id: r.id,
-            parameters: Default::default(),
-            outputs,
-            raw_output_contents: raw,
-        });
-        if let Ok(v) = MetadataValue::try_from(model.version_label.as_str()) {
-            answer.metadata_mut().insert(VERSION_HEADER, v);
-        }
-        answer
-            .metadata_mut()
-            .insert(SLOT_HEADER, MetadataValue::from_static(model.slot.as_str()));
-        Ok(answer)
+        Ok(Answer {
+            message: ModelInferResponse {
+                model_name: model.name().to_owned(),
+                model_version: model.version_label.clone(),
+                id: r.id,
+                parameters: Default::default(),
+                outputs,
+                raw_output_contents: raw,
+            },
+            version: http::HeaderValue::from_str(&model.version_label).ok(),
+            slot: model.slot.as_str(),
+        })
     }
 }
 
@@ -222,21 +249,13 @@ fn version_pin(version: &str) -> Result<Option<u64>, Status> {
         })
 }
 
-fn pin_from(metadata: &MetadataMap, version: Option<u64>) -> Result<Pin, Status> {
-    let mut headers = http::HeaderMap::new();
-    for key in [SLOT_HEADER, VERSION_HEADER] {
-        if let Some(v) = metadata.get(key)
-            && let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes())
-        {
-            headers.insert(key, v);
-        }
-    }
-    crate::http::pin_from(&headers, version).map_err(|e| Status::invalid_argument(e.message()))
+fn pin_from(headers: &http::HeaderMap, version: Option<u64>) -> Result<Pin, Status> {
+    crate::http::pin_from(headers, version).map_err(|e| Status::invalid_argument(e.message()))
 }
 
 /// The client's deadline from `grpc-timeout` (e.g. `100m` = 100 ms).
-fn grpc_timeout(metadata: &MetadataMap) -> Result<Option<Duration>, Status> {
-    let Some(v) = metadata.get("grpc-timeout") else {
+fn grpc_timeout(headers: &http::HeaderMap) -> Result<Option<Duration>, Status> {
+    let Some(v) = headers.get("grpc-timeout") else {
         return Ok(None);
     };
     let text = v

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::Either;
+use futures::future::{BoxFuture, Either};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -24,22 +24,30 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service;
 
+use super::direct::DirectInfer;
+
 /// Calls under this prefix go to `grpc.health.v1.Health`, everything else
 /// to the inference service (which answers UNIMPLEMENTED for a method it
 /// doesn't have).
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
-/// The two services of the gRPC port.
+/// The services of the gRPC port.
 #[derive(Debug, Clone)]
 pub struct GrpcRoutes<I, H> {
+    direct: DirectInfer,
     inference: I,
     health: H,
 }
 
 impl<I, H> GrpcRoutes<I, H> {
-    /// Routes health checks to `health` and everything else to `inference`.
-    pub fn new(inference: I, health: H) -> Self {
-        GrpcRoutes { inference, health }
+    /// Routes uncompressed `ModelInfer` calls to `direct`, health checks
+    /// to `health` and everything else to `inference`.
+    pub fn new(direct: DirectInfer, inference: I, health: H) -> Self {
+        GrpcRoutes {
+            direct,
+            inference,
+            health,
+        }
     }
 }
 
@@ -53,7 +61,8 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<I::Future, H::Future>;
+    type Future =
+        Either<BoxFuture<'static, Result<Response, Infallible>>, Either<I::Future, H::Future>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // tonic's generated services are always ready.
@@ -61,10 +70,13 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if request.uri().path().starts_with(HEALTH_PREFIX) {
-            Either::Right(self.health.call(request))
+        if DirectInfer::serves(&request) {
+            let direct = self.direct.clone();
+            Either::Left(Box::pin(async move { Ok(direct.call(request).await) }))
+        } else if request.uri().path().starts_with(HEALTH_PREFIX) {
+            Either::Right(Either::Right(self.health.call(request)))
         } else {
-            Either::Left(self.inference.call(request))
+            Either::Right(Either::Left(self.inference.call(request)))
         }
     }
 }
@@ -77,7 +89,10 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // gRPC clients don't read a Date header; hyper would format and
+    // HPACK-encode one into every answer.
+    http2.auto_date_header(false);
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {

@@ -85,17 +85,17 @@ fn bad_inputs_are_invalid_argument_naming_the_input() {
 
 #[test]
 fn grpc_timeouts_parse_every_unit() {
-    let mut m = MetadataMap::new();
+    let mut m = http::HeaderMap::new();
     assert_eq!(grpc_timeout(&m).unwrap(), None);
     for (text, want) in [
         ("250m", Duration::from_millis(250)),
         ("3S", Duration::from_secs(3)),
         ("10u", Duration::from_micros(10)),
     ] {
-        m.insert("grpc-timeout", MetadataValue::from_static(text));
+        m.insert("grpc-timeout", http::HeaderValue::from_static(text));
         assert_eq!(grpc_timeout(&m).unwrap(), Some(want));
     }
-    m.insert("grpc-timeout", MetadataValue::from_static("5X"));
+    m.insert("grpc-timeout", http::HeaderValue::from_static("5X"));
     assert!(grpc_timeout(&m).is_err());
 }
 

@@ -1,0 +1,248 @@
+//! `ModelInfer` on the wire, below what a gRPC client library lets one
+//! send: the gateway's direct path reads the length-prefixed message
+//! itself, so its framing errors, its limits and its read deadline are
+//! checked here with raw HTTP/2 calls (tritonclient's tests cover the
+//! well-formed calls and the bad tensors).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
+use switchyard_api::grpc::model_infer_request::InferInputTensor;
+use switchyard_api::grpc::{ModelInferRequest, ModelInferResponse};
+
+/// What came back from one call.
+struct Answer {
+    headers: HeaderMap,
+    message: Bytes,
+    trailers: HeaderMap,
+}
+
+impl Answer {
+    /// The status, from the trailers or from a trailers-only answer.
+    fn code(&self) -> i32 {
+        self.field("grpc-status")
+            .expect("no grpc-status")
+            .parse()
+            .unwrap()
+    }
+
+    /// `grpc-message`, percent-decoded.
+    fn message_text(&self) -> String {
+        let raw = self.field("grpc-message").unwrap_or_default();
+        let mut out = Vec::new();
+        let mut bytes = raw.bytes();
+        while let Some(b) = bytes.next() {
+            if b == b'%' {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            } else {
+                out.push(b);
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        self.trailers
+            .get(name)
+            .or_else(|| self.headers.get(name))
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+async fn call_with<B>(addr: SocketAddr, extra: &[(&str, &str)], body: B) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!(
+        "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    for (k, v) in extra {
+        request = request.header(*k, *v);
+    }
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "gRPC answers HTTP 200");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    Answer {
+        headers: parts.headers,
+        message: collected.to_bytes(),
+        trailers,
+    }
+}
+
+async fn call(addr: SocketAddr, extra: &[(&str, &str)], body: Bytes) -> Answer {
+    call_with(addr, extra, Full::new(body)).await
+}
+
+fn frame(flag: u8, declared: u32, message: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(flag);
+    b.put_u32(declared);
+    b.put_slice(message);
+    b.freeze()
+}
+
+/// A `ModelInferRequest` for boosted with the first `rows` golden rows.
+fn infer_message(rows: usize) -> Vec<u8> {
+    let g = common::golden("boosted", 3);
+    let raw: Vec<u8> = g.input[..rows * 20]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    ModelInferRequest {
+        model_name: "boosted".into(),
+        id: "wire-1".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, 20],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_infer_framing_limits_and_deadline_on_the_wire() {
+    let (gw, _dir, _models) = common::start(&["--max-body-bytes=4096"]).await;
+    let addr = gw.addrs.grpc;
+    let message = infer_message(3);
+
+    // A well-formed call: the golden labels, the version and slot that
+    // answered, the id echoed, status OK in the trailers.
+    let ok = call(addr, &[], frame(0, message.len() as u32, &message)).await;
+    assert_eq!(ok.code(), 0, "{}", ok.message_text());
+    assert_eq!(ok.headers["content-type"], "application/grpc");
+    assert_eq!(ok.headers["x-model-version"], "3");
+    assert_eq!(ok.headers["x-slot"], "blue");
+    assert_eq!(ok.message[0], 0, "answers go out uncompressed");
+    let declared = u32::from_be_bytes(ok.message[1..5].try_into().unwrap()) as usize;
+    assert_eq!(declared, ok.message.len() - 5);
+    let answer = ModelInferResponse::decode(&ok.message[5..]).unwrap();
+    assert_eq!(answer.model_name, "boosted");
+    assert_eq!(answer.model_version, "3");
+    assert_eq!(answer.id, "wire-1");
+    let label = answer
+        .outputs
+        .iter()
+        .position(|o| o.name == "label")
+        .unwrap();
+    let labels: Vec<i64> = answer.raw_output_contents[label]
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(labels, common::golden("boosted", 3).labels[..3]);
+
+    // Two messages in a unary call.
+    let mut two = BytesMut::from(&frame(0, message.len() as u32, &message)[..]);
+    two.extend_from_slice(&frame(0, message.len() as u32, &message));
+    let a = call(addr, &[], two.freeze()).await;
+    assert_eq!(a.code(), 13, "INTERNAL");
+    assert!(
+        a.message_text().contains("one message per ModelInfer call"),
+        "{}",
+        a.message_text()
+    );
+
+    // A prefix that promises more than arrives.
+    let a = call(addr, &[], frame(0, 900, &message[..10])).await;
+    assert_eq!(a.code(), 13);
+    assert!(
+        a.message_text()
+            .contains("declares 900 bytes but 10 follow")
+    );
+
+    // Less than a prefix.
+    let a = call(addr, &[], Bytes::from_static(&[0, 0])).await;
+    assert_eq!(a.code(), 13);
+    assert!(a.message_text().contains("less than a message prefix"));
+
+    // Flagged compressed without a grpc-encoding.
+    let a = call(addr, &[], frame(1, message.len() as u32, &message)).await;
+    assert_eq!(a.code(), 13);
+    assert!(a.message_text().contains("grpc-encoding"));
+
+    // Not protobuf.
+    let junk = [0xff_u8; 16];
+    let a = call(addr, &[], frame(0, junk.len() as u32, &junk)).await;
+    assert_eq!(a.code(), 13);
+    assert!(
+        a.message_text().contains("malformed protobuf"),
+        "{}",
+        a.message_text()
+    );
+
+    // Over the message limit, by its prefix and by its bytes.
+    let a = call(addr, &[], frame(0, 1 << 30, &message)).await;
+    assert_eq!(a.code(), 8, "RESOURCE_EXHAUSTED");
+    assert!(a.message_text().contains("4096"), "{}", a.message_text());
+    let big = vec![0_u8; 8192];
+    let a = call(addr, &[], frame(0, big.len() as u32, &big)).await;
+    assert_eq!(a.code(), 8);
+    assert!(a.message_text().contains("--max-body-bytes"));
+
+    // A client that sends half a message and goes quiet is answered
+    // DEADLINE_EXCEEDED at its own deadline, not held forever.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
+    tx.unbounded_send(Ok(Frame::data(frame(0, 500, &message[..20]))))
+        .unwrap();
+    let begun = Instant::now();
+    let a = call_with(addr, &[("grpc-timeout", "300m")], StreamBody::new(rx)).await;
+    assert_eq!(a.code(), 4, "DEADLINE_EXCEEDED: {}", a.message_text());
+    assert!(begun.elapsed() < Duration::from_secs(5));
+    drop(tx);
+
+    // A malformed deadline is refused before anything runs.
+    let a = call(
+        addr,
+        &[("grpc-timeout", "soon")],
+        frame(0, message.len() as u32, &message),
+    )
+    .await;
+    assert_eq!(a.code(), 3, "INVALID_ARGUMENT");
+    assert!(a.message_text().contains("grpc-timeout"));
+
+    // None of it disturbed serving, and every good call was counted once
+    // under the gRPC protocol.
+    let ok = call(addr, &[], frame(0, message.len() as u32, &message)).await;
+    assert_eq!(ok.code(), 0);
+    let metrics = common::scrape(&gw).await;
+    let served: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchyard_requests_total{")
+                && l.contains("protocol=\"grpc\"")
+                && l.contains("code=\"200\"")
+        })
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(served, 2, "{metrics}");
+    gw.shutdown().await;
+}
