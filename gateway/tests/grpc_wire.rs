@@ -109,8 +109,13 @@ fn frame(flag: u8, declared: u32, message: &[u8]) -> Bytes {
 
 /// A `ModelInferRequest` for boosted with the first `rows` golden rows.
 fn infer_message(rows: usize) -> Vec<u8> {
+    infer_rows(0, rows)
+}
+
+/// A `ModelInferRequest` for boosted with golden rows `first..first + rows`.
+fn infer_rows(first: usize, rows: usize) -> Vec<u8> {
     let g = common::golden("boosted", 3);
-    let raw: Vec<u8> = g.input[..rows * 20]
+    let raw: Vec<u8> = g.input[first * 20..(first + rows) * 20]
         .iter()
         .flat_map(|x| x.to_le_bytes())
         .collect();
@@ -149,15 +154,7 @@ async fn model_infer_framing_limits_and_deadline_on_the_wire() {
     assert_eq!(answer.model_name, "boosted");
     assert_eq!(answer.model_version, "3");
     assert_eq!(answer.id, "wire-1");
-    let label = answer
-        .outputs
-        .iter()
-        .position(|o| o.name == "label")
-        .unwrap();
-    let labels: Vec<i64> = answer.raw_output_contents[label]
-        .chunks(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let labels = labels_of(&ok);
     assert_eq!(labels, common::golden("boosted", 3).labels[..3]);
 
     // Two messages in a unary call.
@@ -245,4 +242,153 @@ async fn model_infer_framing_limits_and_deadline_on_the_wire() {
         .sum();
     assert_eq!(served, 2, "{metrics}");
     gw.shutdown().await;
+}
+
+/// The labels of a successful answer.
+fn labels_of(a: &Answer) -> Vec<i64> {
+    assert_eq!(a.code(), 0, "{}", a.message_text());
+    let answer = ModelInferResponse::decode(&a.message[5..]).unwrap();
+    let label = answer
+        .outputs
+        .iter()
+        .position(|o| o.name == "label")
+        .unwrap();
+    answer.raw_output_contents[label]
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The probabilities of a successful answer.
+fn probabilities_of(a: &Answer) -> Vec<f32> {
+    let answer = ModelInferResponse::decode(&a.message[5..]).unwrap();
+    let p = answer
+        .outputs
+        .iter()
+        .position(|o| o.name == "probabilities")
+        .unwrap();
+    answer.raw_output_contents[p]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Many calls in flight on one connection, more than the connection runs
+/// in its own task: each gets its own answer, none is lost or crossed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_multiplexes_many_calls_and_answers_each_its_own() {
+    let (gw, _dir, _models) = common::start(&[]).await;
+    let addr = gw.addrs.grpc;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let golden = common::golden("boosted", 3);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..160 {
+        let mut sender = sender.clone();
+        let row = i % golden.rows;
+        let message = infer_rows(row, 1);
+        calls.spawn(async move {
+            let request = http::Request::post(format!(
+                "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(frame(0, message.len() as u32, &message)))
+            .unwrap();
+            sender.ready().await.unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.unwrap();
+            let answer = Answer {
+                headers: parts.headers,
+                trailers: collected.trailers().cloned().unwrap_or_default(),
+                message: collected.to_bytes(),
+            };
+            (row, labels_of(&answer), probabilities_of(&answer))
+        });
+    }
+    let mut answered = 0;
+    while let Some(done) = calls.join_next().await {
+        let (row, labels, probabilities) = done.unwrap();
+        // Labels are 0 or 1; the probabilities tell every row apart.
+        assert_eq!(labels, [golden.labels[row]], "row {row}");
+        for (got, want) in probabilities.iter().zip(&golden.probabilities[row * 2..]) {
+            assert!((got - want).abs() <= 1e-5, "row {row}: {got} vs {want}");
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, 160);
+    gw.shutdown().await;
+}
+
+/// Shutdown with calls in flight on a connection: the gateway stops
+/// well within its drain timeout (5 s in these tests) (the connection's own task finishes the
+/// calls it holds), and every call it answered was answered right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_the_calls_a_connection_holds() {
+    let (gw, _dir, _models) = common::start(&[]).await;
+    let addr = gw.addrs.grpc;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let message = infer_message(4);
+    let want = common::golden("boosted", 3).labels[..4].to_vec();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let mut sender = sender.clone();
+        let body = frame(0, message.len() as u32, &message);
+        let want = want.clone();
+        let answered = answered.clone();
+        clients.spawn(async move {
+            loop {
+                let request = http::Request::post(format!(
+                    "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+                ))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(body.clone()))
+                .unwrap();
+                // After the gateway's GOAWAY the client refuses new calls
+                // (safe to retry elsewhere): this client is done.
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                let Ok(response) = sender.send_request(request).await else {
+                    return;
+                };
+                let (parts, body) = response.into_parts();
+                let Ok(collected) = body.collect().await else {
+                    return;
+                };
+                let answer = Answer {
+                    headers: parts.headers,
+                    trailers: collected.trailers().cloned().unwrap_or_default(),
+                    message: collected.to_bytes(),
+                };
+                assert_eq!(labels_of(&answer), want);
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let begun = Instant::now();
+    assert!(gw.shutdown().await, "the drain timed out");
+    assert!(
+        begun.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        begun.elapsed()
+    );
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
 }

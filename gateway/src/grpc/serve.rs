@@ -10,14 +10,23 @@
 //! of 8 streams; req/s +8 % and +15 %. HTTP/2's limits are hyper's
 //! defaults: 16 KiB of headers and 20 pending resets as under tonic, and
 //! at most 200 concurrent streams per connection, where tonic set none.
+//!
+//! A connection's first few calls in flight run in the connection's own
+//! task ([`ConnectionCalls`]) rather than in a task each.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::{BoxFuture, Either};
+use futures::stream::FuturesUnordered;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -89,10 +98,6 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    // gRPC clients don't read a Date header; hyper would format and
-    // HPACK-encode one into every answer.
-    http2.auto_date_header(false);
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -110,11 +115,16 @@ where
             }
         };
         let _ = tcp.set_nodelay(true);
+        let calls = ConnectionCalls::default();
+        let mut http2 = hyper::server::conn::http2::Builder::new(calls.clone());
+        // gRPC clients don't read a Date header; hyper would format and
+        // HPACK-encode one into every answer.
+        http2.auto_date_header(false);
         let connection =
             http2.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(routes.clone()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = calls.run_with(connection).await {
                 tracing::debug!(error = %e, "gRPC connection ended with an error");
             }
         });
@@ -123,4 +133,91 @@ where
     // otherwise wait for an answer that never comes.
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Calls a connection runs inside its own task before it hands further
+/// ones to the runtime.
+const CALLS_IN_CONNECTION: usize = 8;
+
+/// Passes over a connection and its calls in one wake-up before the task
+/// yields to the others.
+const PASSES_PER_WAKE: usize = 16;
+
+/// hyper's executor for one connection's calls: the first
+/// [`CALLS_IN_CONNECTION`] in flight run in the connection's own task, the
+/// rest on the runtime.
+///
+/// hyper spawns a task per HTTP/2 stream. With one call per connection
+/// that is three task wake-ups per call (the connection reads it, the
+/// call's task answers, the connection writes), often across the two
+/// worker threads; HTTP/1.1 does it in one. Polled where they arrive, a
+/// call and its answer are read, run and written in one pass. Calls past
+/// the first few still get tasks of their own, so one busy connection
+/// is spread over the cores.
+#[derive(Clone, Default)]
+struct ConnectionCalls {
+    arrived: Arc<Mutex<Vec<BoxFuture<'static, ()>>>>,
+    /// Calls in the connection's task (arrived or running).
+    local: Arc<AtomicUsize>,
+}
+
+impl<F> hyper::rt::Executor<F> for ConnectionCalls
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, call: F) {
+        if self.local.load(Ordering::Relaxed) >= CALLS_IN_CONNECTION {
+            tokio::spawn(call);
+            return;
+        }
+        self.local.fetch_add(1, Ordering::Relaxed);
+        self.arrived
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::pin(call));
+    }
+}
+
+impl ConnectionCalls {
+    /// Drives `connection` and the calls it hands over until both are
+    /// done.
+    async fn run_with<C: Future>(self, connection: C) -> C::Output {
+        let mut connection = pin!(connection);
+        let mut calls = FuturesUnordered::new();
+        let mut ended = None;
+        std::future::poll_fn(|cx| {
+            for _ in 0..PASSES_PER_WAKE {
+                if ended.is_none()
+                    && let Poll::Ready(out) = connection.as_mut().poll(cx)
+                {
+                    ended = Some(out);
+                }
+                calls.extend(
+                    self.arrived
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .drain(..),
+                );
+                let mut finished = 0;
+                while let Poll::Ready(Some(())) = calls.poll_next_unpin(cx) {
+                    finished += 1;
+                }
+                if calls.is_empty()
+                    && let Some(out) = ended.take()
+                {
+                    return Poll::Ready(out);
+                }
+                if finished == 0 {
+                    return Poll::Pending;
+                }
+                // A finished call queued its answer: the connection writes
+                // it on the next pass.
+                self.local.fetch_sub(finished, Ordering::Relaxed);
+            }
+            // Still busy: let the other tasks run, then come back.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
 }
