@@ -108,10 +108,7 @@ impl DirectInfer {
                 }
             })?
             .to_bytes();
-        let message = unframe(body, self.max_message)?;
-        guard(&message).map_err(Status::invalid_argument)?;
-        let request = ModelInferRequest::decode(message)
-            .map_err(|e| Status::internal(format!("malformed protobuf message: {e}")))?;
+        let request = decode_call(body, self.max_message)?;
         let answer = self.service.infer(&parts.headers, request, started).await?;
 
         let len = answer.message.encoded_len();
@@ -153,6 +150,19 @@ fn too_large(which: &str, max_message: usize) -> Status {
     Status::resource_exhausted(format!(
         "the {which} message is larger than {max_message} bytes (the gateway's --max-body-bytes)"
     ))
+}
+
+/// A call's body (one length-prefixed message) as a `ModelInferRequest`:
+/// the prefix checked, the entry guard run, the message decoded.
+///
+/// # Errors
+/// As [`unframe`]; `INVALID_ARGUMENT` naming a field with too many
+/// entries; `INTERNAL` for bytes that are not a `ModelInferRequest`.
+pub fn decode_call(body: Bytes, max_message: usize) -> Result<ModelInferRequest, Status> {
+    let message = unframe(body, max_message)?;
+    guard(&message).map_err(Status::invalid_argument)?;
+    ModelInferRequest::decode(message)
+        .map_err(|e| Status::internal(format!("malformed protobuf message: {e}")))
 }
 
 /// The one message of a unary call, without its prefix.
