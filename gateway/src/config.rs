@@ -101,6 +101,11 @@ pub struct Flags {
     /// How long SIGTERM waits for requests in flight [default: 30s].
     #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
+    /// A gRPC connection silent this long is sent an HTTP/2 PING, and
+    /// closed if the ping is not answered within the same time (at most
+    /// 20s); 0s turns it off [default: 60s].
+    #[arg(long, env = "SWITCHYARD_GRPC_KEEPALIVE")]
+    pub grpc_keepalive: Option<String>,
     /// Ready only when every model of the repository serves [default: true].
     #[arg(long, env = "SWITCHYARD_STRICT_READINESS")]
     pub strict_readiness: Option<bool>,
@@ -139,6 +144,7 @@ pub struct FileConfig {
     request_timeout: Option<String>,
     max_body_bytes: Option<usize>,
     drain_timeout: Option<String>,
+    grpc_keepalive: Option<String>,
     strict_readiness: Option<bool>,
     drift: Option<bool>,
     log_format: Option<String>,
@@ -202,6 +208,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Shutdown drain time.
     pub drain_timeout: Duration,
+    /// Idle time before a gRPC connection is pinged; zero: never.
+    pub grpc_keepalive: Duration,
     /// Strict readiness.
     pub strict_readiness: bool,
     /// Live drift tracking.
@@ -291,6 +299,12 @@ impl Flags {
             self.drain_timeout,
             file.drain_timeout,
             Duration::from_secs(30),
+        );
+        let grpc_keepalive = duration(
+            "grpc_keepalive",
+            self.grpc_keepalive,
+            file.grpc_keepalive,
+            Duration::from_secs(60),
         );
         let backends = parse_backends("backends", self.backends.or(file.backends), &mut problems)
             .unwrap_or_else(|| vec![BackendKind::Ort, BackendKind::Tract, BackendKind::Forest]);
@@ -388,6 +402,7 @@ impl Flags {
                 .or(file.max_body_bytes)
                 .unwrap_or(16 << 20),
             drain_timeout,
+            grpc_keepalive,
             strict_readiness: self
                 .strict_readiness
                 .or(file.strict_readiness)
@@ -535,7 +550,7 @@ mod tests {
     #[test]
     fn flags_override_the_file() {
         let file: FileConfig = toml::from_str(
-            "http_addr = \"127.0.0.1:9000\"\nrequest_timeout = \"2s\"\n[model.boosted]\nbackends = [\"ort\"]\n",
+            "http_addr = \"127.0.0.1:9000\"\nrequest_timeout = \"2s\"\ngrpc_keepalive = \"0s\"\n[model.boosted]\nbackends = [\"ort\"]\n",
         )
         .unwrap();
         let flags = Flags {
@@ -546,7 +561,10 @@ mod tests {
         assert_eq!(c.http_addr.port(), 9100);
         assert!(c.model_instances.is_empty());
         assert_eq!(c.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.grpc_keepalive, Duration::ZERO, "0s turns keep-alive off");
         assert_eq!(c.model_backends["boosted"], vec![BackendKind::Ort]);
+        let defaults = Flags::default().merge(FileConfig::default()).unwrap();
+        assert_eq!(defaults.grpc_keepalive, Duration::from_secs(60));
     }
 
     #[test]

@@ -186,6 +186,7 @@ pub async fn start_with(config: &Config, serving: Arc<Serving>) -> Result<Gatewa
     tasks.spawn(crate::grpc::serve::serve(
         grpc_listener,
         crate::grpc::serve::GrpcRoutes::new(direct, inference, health_service),
+        config.grpc_keepalive,
         stopped.clone(),
     ));
 

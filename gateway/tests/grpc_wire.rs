@@ -392,3 +392,85 @@ async fn shutdown_drains_the_calls_a_connection_holds() {
         done.unwrap();
     }
 }
+
+/// A peer that opens an HTTP/2 connection and then answers nothing (a
+/// vanished client) is pinged once the connection is silent and closed
+/// when the ping goes unanswered; a live client that idles for several
+/// intervals answers the pings (its HTTP/2 library does) and keeps its
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_closes_a_silent_peer_and_keeps_a_live_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (gw, _dir, _models) = common::start(&["--grpc-keepalive=200ms"]).await;
+    let addr = gw.addrs.grpc;
+
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame; then nothing, not
+    // even the acknowledgements HTTP/2 asks for.
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let begun = Instant::now();
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the silent connection is still open after 10 s"
+    );
+    let waited = begun.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "closed after {waited:?}"
+    );
+    // Walk the frames the gateway sent: one of them is a PING (type 6).
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= received.len() {
+        let len = u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]);
+        frames.push(received[at + 3]);
+        at += 9 + len as usize;
+    }
+    assert!(frames.contains(&6), "no PING among frames {frames:?}");
+
+    // A live client idle for five intervals still has its connection.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let message = infer_message(1);
+    for _ in 0..2 {
+        let request = http::Request::post(format!(
+            "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(frame(0, message.len() as u32, &message)))
+        .unwrap();
+        sender.ready().await.unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.unwrap();
+        let answer = Answer {
+            headers: parts.headers,
+            trailers: collected.trailers().cloned().unwrap_or_default(),
+            message: collected.to_bytes(),
+        };
+        assert_eq!(labels_of(&answer), common::golden("boosted", 3).labels[..1]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(!connection.is_finished(), "the live connection was closed");
+    gw.shutdown().await;
+}

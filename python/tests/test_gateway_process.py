@@ -142,7 +142,7 @@ def test_admin_off_loopback_with_token_requires_bearer(launch, how):
 FLAGS = [
     "--models", "--http-addr", "--grpc-addr", "--metrics-addr", "--admin-addr",
     "--admin-token", "--state-dir", "--request-timeout", "--max-body-bytes",
-    "--inference-threads",
+    "--inference-threads", "--grpc-keepalive",
 ]
 
 

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, Either};
 use futures::stream::FuturesUnordered;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -90,11 +90,23 @@ where
     }
 }
 
+/// Longest wait for a keep-alive ping's answer.
+const MAX_PING_WAIT: Duration = Duration::from_secs(20);
+
 /// Accepts HTTP/2 connections (TCP_NODELAY, as on the HTTP port) until
 /// `stopped`, then lets the open ones finish their calls; the caller
 /// bounds that wait with the drain timeout.
-pub async fn serve<S>(listener: TcpListener, routes: S, mut stopped: watch::Receiver<bool>)
-where
+///
+/// A connection silent for `keepalive` is pinged and closed when the ping
+/// goes unanswered for as long again (at most [`MAX_PING_WAIT`]): a peer
+/// that vanished without a FIN (a node gone, a NAT entry dropped) would
+/// otherwise hold its connection and streams for good. Zero turns it off.
+pub async fn serve<S>(
+    listener: TcpListener,
+    routes: S,
+    keepalive: Duration,
+    mut stopped: watch::Receiver<bool>,
+) where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -120,6 +132,12 @@ where
         // gRPC clients don't read a Date header; hyper would format and
         // HPACK-encode one into every answer.
         http2.auto_date_header(false);
+        if !keepalive.is_zero() {
+            http2
+                .timer(TokioTimer::new())
+                .keep_alive_interval(keepalive)
+                .keep_alive_timeout(keepalive.min(MAX_PING_WAIT));
+        }
         let connection =
             http2.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(routes.clone()));
         let connection = graceful.watch(connection);
