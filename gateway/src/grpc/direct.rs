@@ -15,6 +15,7 @@
 //! tonic's path), since gzip costs more than it saves on messages of a few
 //! hundred bytes.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -124,12 +125,8 @@ impl DirectInfer {
             .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))?;
         let mut trailers = HeaderMap::with_capacity(1);
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        let body = Full::new(framed.freeze()).with_trailers(std::future::ready(Some(Ok::<
-            _,
-            std::convert::Infallible,
-        >(
-            trailers
-        ))));
+        let trailers = std::future::ready(Some(Ok::<_, Infallible>(trailers)));
+        let body = Full::new(framed.freeze()).with_trailers(trailers);
 
         let mut response = http::Response::new(tonic::body::Body::new(body));
         let headers = response.headers_mut();
