@@ -3,9 +3,14 @@
 //! `ModelInferRequest`, then `gateway::grpc::decode_inputs`.
 //!
 //! An input is the protobuf message itself, as tonic hands it over after
-//! the gRPC frame header.
+//! the gRPC frame header. The same bytes also go through the direct
+//! `ModelInfer` path's reading (`gateway::grpc::direct`): framed, through
+//! `decode_call` (prefix, entry guard, prost), whose verdict must agree
+//! with prost's; and taken as a whole call body, through `unframe`.
 
+use bytes::Bytes;
 use gateway::grpc::decode_inputs;
+use gateway::grpc::direct::{decode_call, unframe};
 use gateway::tensor::Tensor;
 use prost::Message;
 use switchyard_api::grpc::model_infer_request::InferInputTensor;
@@ -28,6 +33,7 @@ pub const DECODE_INPUTS_BYTES_PER_INPUT_BYTE: usize = 16;
 /// inputs, tensors that match what the message declared. Returns whether
 /// both steps accepted the input.
 pub fn check(data: &[u8]) -> bool {
+    direct_agrees(data);
     let (decoded, peak) = peak_during(|| ModelInferRequest::decode(data));
     assert_bounded(
         "ModelInferRequest::decode",
@@ -84,6 +90,43 @@ pub fn check(data: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// The direct path accepts exactly what prost accepts, except what the
+/// entry guard refuses (with `INVALID_ARGUMENT`); as a call body, the bytes
+/// are unframed only when their prefix declares exactly what follows.
+fn direct_agrees(data: &[u8]) {
+    let mut framed = Vec::with_capacity(data.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    framed.extend_from_slice(data);
+    match (
+        decode_call(Bytes::from(framed), usize::MAX),
+        ModelInferRequest::decode(data),
+    ) {
+        // Compared by size: NaN contents are never equal to themselves,
+        // and maps encode in no fixed order.
+        (Ok(direct), Ok(plain)) => assert_eq!(
+            direct.encoded_len(),
+            plain.encoded_len(),
+            "the two decodings differ"
+        ),
+        (Ok(_), Err(e)) => panic!("the direct path accepted a message prost refuses: {e}"),
+        (Err(s), Ok(_)) => assert_eq!(
+            s.code(),
+            tonic::Code::InvalidArgument,
+            "refused for another reason than the entry guard: {s:?}"
+        ),
+        (Err(_), Err(_)) => {}
+    }
+    if let Ok(message) = unframe(Bytes::copy_from_slice(data), usize::MAX) {
+        assert_eq!(
+            message.len() + 5,
+            data.len(),
+            "unframed a body of another length"
+        );
+        assert_eq!(&data[5..], &message[..]);
+    }
 }
 
 /// Raw input bytes become exactly these elements (BOOL: any non-zero byte
