@@ -35,9 +35,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use switchyard_api::grpc::ModelInferRequest;
 use switchyard_api::grpc::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -165,8 +162,6 @@ struct Plan {
     protocol: Protocol,
     port: u16,
     path: String,
-    body: Bytes,
-    header_length: Option<usize>,
     grpc: Option<ModelInferRequest>,
     /// The gRPC request as it goes on the wire: flag, length, message.
     grpc_frame: Bytes,
@@ -567,9 +562,7 @@ fn build_plan(args: &Args, width: usize, golden: &[f64]) -> anyhow::Result<Plan>
         protocol: args.protocol,
         port: args.port,
         path,
-        body: Bytes::from(body),
         http_wire,
-        header_length,
         grpc,
         grpc_frame,
         grpc_uri: format!(
@@ -658,11 +651,12 @@ async fn preflight(plan: &Plan) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut sender = http_connect(plan.port).await?;
-    let (status, body) = tokio::time::timeout(deadline, http_call(&mut sender, plan))
+    let mut connection = Http1::connect(plan.port).await?;
+    let (status, at) = tokio::time::timeout(deadline, connection.exchange(plan))
         .await
         .context("the first request timed out")??;
-    if status != http::StatusCode::OK {
+    if status != 200 {
+        let body = &connection.buf[at];
         bail!(
             "the first request to 127.0.0.1:{}{} answered {status}: {}",
             plan.port,
@@ -671,48 +665,6 @@ async fn preflight(plan: &Plan) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-async fn http_connect(port: u16) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP/1.1 handshake failed")?;
-    tokio::spawn(async move {
-        // Ends when the sender is dropped or the server closes; a failed
-        // request reports the error itself.
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
-async fn http_call(
-    sender: &mut SendRequest<Full<Bytes>>,
-    plan: &Plan,
-) -> anyhow::Result<(http::StatusCode, Bytes)> {
-    let mut request = http::Request::post(plan.path.as_str())
-        .header(http::header::HOST, format!("127.0.0.1:{}", plan.port))
-        .header(http::header::CONTENT_TYPE, content_type(plan));
-    if let Some(n) = plan.header_length {
-        request = request.header("inference-header-content-length", n);
-    }
-    let request = request.body(Full::new(plan.body.clone()))?;
-    sender.ready().await.context("connection closed")?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-fn content_type(plan: &Plan) -> &'static str {
-    if plan.header_length.is_some() {
-        "application/octet-stream"
-    } else {
-        "application/json"
-    }
 }
 
 async fn grpc_connect(port: u16) -> anyhow::Result<GrpcInferenceServiceClient<Channel>> {
