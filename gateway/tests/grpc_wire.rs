@@ -28,7 +28,28 @@ struct Answer {
     trailers: HeaderMap,
 }
 
+/// A `ModelInfer` call to `addr` with this body.
+fn model_infer<B>(addr: SocketAddr, body: B) -> http::Request<B> {
+    http::Request::post(format!(
+        "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .unwrap()
+}
+
 impl Answer {
+    /// Reads a whole answer: headers, message bytes, trailers.
+    async fn read(response: http::Response<hyper::body::Incoming>) -> Answer {
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.unwrap();
+        Answer {
+            headers: parts.headers,
+            trailers: collected.trailers().cloned().unwrap_or_default(),
+            message: collected.to_bytes(),
+        }
+    }
     /// The status, from the trailers or from a trailers-only answer.
     fn code(&self) -> i32 {
         self.field("grpc-status")
@@ -72,27 +93,16 @@ where
             .await
             .unwrap();
     tokio::spawn(connection);
-    let mut request = http::Request::post(format!(
-        "http://{addr}/inference.GRPCInferenceService/ModelInfer"
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers");
+    let mut request = model_infer(addr, body);
     for (k, v) in extra {
-        request = request.header(*k, *v);
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
     }
-    let response = sender
-        .send_request(request.body(body).unwrap())
-        .await
-        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "gRPC answers HTTP 200");
-    let (parts, body) = response.into_parts();
-    let collected = body.collect().await.unwrap();
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    Answer {
-        headers: parts.headers,
-        message: collected.to_bytes(),
-        trailers,
-    }
+    Answer::read(response).await
 }
 
 async fn call(addr: SocketAddr, extra: &[(&str, &str)], body: Bytes) -> Answer {
@@ -292,22 +302,10 @@ async fn a_connection_multiplexes_many_calls_and_answers_each_its_own() {
         let row = i % golden.rows;
         let message = infer_rows(row, 1);
         calls.spawn(async move {
-            let request = http::Request::post(format!(
-                "http://{addr}/inference.GRPCInferenceService/ModelInfer"
-            ))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(Full::new(frame(0, message.len() as u32, &message)))
-            .unwrap();
+            let request = model_infer(addr, Full::new(frame(0, message.len() as u32, &message)));
             sender.ready().await.unwrap();
             let response = sender.send_request(request).await.unwrap();
-            let (parts, body) = response.into_parts();
-            let collected = body.collect().await.unwrap();
-            let answer = Answer {
-                headers: parts.headers,
-                trailers: collected.trailers().cloned().unwrap_or_default(),
-                message: collected.to_bytes(),
-            };
+            let answer = Answer::read(response).await;
             (row, labels_of(&answer), probabilities_of(&answer))
         });
     }
@@ -349,13 +347,7 @@ async fn shutdown_drains_the_calls_a_connection_holds() {
         let answered = answered.clone();
         clients.spawn(async move {
             loop {
-                let request = http::Request::post(format!(
-                    "http://{addr}/inference.GRPCInferenceService/ModelInfer"
-                ))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(Full::new(body.clone()))
-                .unwrap();
+                let request = model_infer(addr, Full::new(body.clone()));
                 // After the gateway's GOAWAY the client refuses new calls
                 // (safe to retry elsewhere): this client is done.
                 if sender.ready().await.is_err() {
@@ -452,22 +444,10 @@ async fn keepalive_closes_a_silent_peer_and_keeps_a_live_one() {
     let connection = tokio::spawn(connection);
     let message = infer_message(1);
     for _ in 0..2 {
-        let request = http::Request::post(format!(
-            "http://{addr}/inference.GRPCInferenceService/ModelInfer"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(frame(0, message.len() as u32, &message)))
-        .unwrap();
+        let request = model_infer(addr, Full::new(frame(0, message.len() as u32, &message)));
         sender.ready().await.unwrap();
         let response = sender.send_request(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let collected = body.collect().await.unwrap();
-        let answer = Answer {
-            headers: parts.headers,
-            trailers: collected.trailers().cloned().unwrap_or_default(),
-            message: collected.to_bytes(),
-        };
+        let answer = Answer::read(response).await;
         assert_eq!(labels_of(&answer), common::golden("boosted", 3).labels[..1]);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
