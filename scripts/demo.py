@@ -1,7 +1,10 @@
 """`make demo`: switchyard's main job on the dropout example, end to end.
 
 A fleet of two gateways serves dropout v1 from a temporary repository (a
-copy of models/dropout and its smoke suite) while a traffic generator plays the users. `controller promote`
+copy of models/dropout and its smoke suite). First the same two students
+are scored once over each protocol (Open Inference Protocol v2 over HTTP
+and over gRPC with tritonclient, KServe V1), and the answers must agree.
+Then a traffic generator plays the users. `controller promote`
 rolls v2 out (canary: smoke tests, 10 % -> 50 % -> 100 % with a bake and
 analysis after each step) with no failed request; then the traffic drifts on
 two features and the gateways' drift metrics, `controller drift` and the
@@ -397,12 +400,65 @@ def watch_drift(fleet, procs, ctl, ctl_env, window):
 
 
 def story(fleet, procs, ctl, ctl_env, load, settings):
-    """The three acts; returns the fleet's drift report of the second."""
+    """The protocols, then the three acts; returns the fleet's drift report
+    of the second."""
     ctx = (fleet, procs, ctl, ctl_env, load, settings)
+    protocols(fleet[0])
     promote_v2(*ctx)
     report = drift_act(*ctx)
     promote_v3(*ctx)
     return report
+
+
+def protocols(g, students=2):
+    """The same students scored over each protocol, printed; the answers
+    must name v1 and agree to the last bit, since one session scores them."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    x, _ = dropout_traffic.draw_rows(students, seed=3)  # one of each label
+    labels = dropout_traffic.sd.LABELS
+    say(f"{students} students of the newest cohort, scored once over each protocol by {g['name']}")
+    answers = {}
+
+    http = requests.post(f"{g['http']}/v2/models/{MODEL}/infer", timeout=10, json={
+        "id": "demo-1",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]})
+    expect(http.status_code == 200, f"OIP v2 over HTTP answered {http.status_code}: {shorten(http.text)}")
+    body = http.json()
+    out = {o["name"]: o for o in body["outputs"]}
+    answers["OIP v2, HTTP/JSON"] = (f"POST /v2/models/{MODEL}/infer", body["model_version"],
+                                    out["label"]["data"], np.asarray(out["probabilities"]["data"]).reshape(-1, 2))
+
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{g['ports']['gRPC']}")
+    try:
+        tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        result = client.infer(MODEL, [tensor], request_id="demo-2", client_timeout=10)
+    except Exception as e:  # tritonclient raises its own InferenceServerException
+        raise StoryError(f"OIP v2 over gRPC failed: {e}") from e
+    finally:
+        client.close()
+    answers["OIP v2, gRPC"] = ("inference.GRPCInferenceService/ModelInfer", result.get_response().model_version,
+                               result.as_numpy("label").tolist(), result.as_numpy("probabilities"))
+
+    v1 = requests.post(f"{g['http']}/v1/models/{MODEL}:predict", timeout=10,
+                       json={"instances": x.tolist()})
+    expect(v1.status_code == 200, f"KServe V1 answered {v1.status_code}: {shorten(v1.text)}")
+    body = v1.json()
+    answers["KServe V1"] = (f"POST /v1/models/{MODEL}:predict", body["model_version"],
+                            [p["label"] for p in body["predictions"]],
+                            np.asarray([p["probabilities"] for p in body["predictions"]]))
+
+    for name, (call, version, label, proba) in answers.items():
+        print(f"  {name:<18} {call:<42} v{version}: {', '.join(labels[int(k)] for k in label)}; "
+              f"P(dropout) {', '.join(f'{p:.4f}' for p in proba[:, 1])}", flush=True)
+    first = next(iter(answers.values()))
+    for name, (_, version, label, proba) in answers.items():
+        expect(version == "1", f"{name} was answered by v{version}, not the pinned v1")
+        expect(list(label) == list(first[2]) and np.array_equal(np.asarray(proba, dtype=np.float32),
+                                                                 np.asarray(first[3], dtype=np.float32)),
+               f"{name} disagrees with OIP v2 over HTTP: {label} {proba.tolist()} against {first[2]} {first[3].tolist()}")
 
 
 def promote_v2(fleet, procs, ctl, ctl_env, load, settings):

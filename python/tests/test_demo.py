@@ -70,6 +70,11 @@ def test_the_demo_tells_the_whole_story(demo_env):
     out = done.stdout
     assert done.returncode == 0, f"demo failed after {seconds:.0f} s:\n{out[-4000:]}\n{done.stderr[-4000:]}"
 
+    # The same two students over each protocol: the same labels from v1.
+    for protocol in (r"OIP v2, HTTP/JSON", r"OIP v2, gRPC", r"KServe V1"):
+        assert re.search(rf"(?m)^  {protocol} +.+ +v1: graduate, dropout; P\(dropout\) 0\.\d{{4}}, 0\.\d{{4}}$", out), out
+    assert len(set(re.findall(r"(?m)P\(dropout\) (.*)$", out))) == 1, out
+
     # Not one failed request in any phase, the promotes included.
     phases = dict(re.findall(r"(?m)^(serving v1|promoting v2|drifted traffic|promoting v3 \(rolled back\))"
                              r"\s+\d+\s+(\d+)\s", out))
