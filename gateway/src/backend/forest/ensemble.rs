@@ -365,12 +365,17 @@ impl Ensemble {
                     Head::Binary { .. } => 1,
                 };
                 let mut sums = vec![0.0f32; rows * columns];
-                let mut scored = vec![false; rows * columns];
+                // Only a classifier asks which classes some leaf scored
+                // (for its label); a regressor's targets are all answered.
+                let track = matches!(self.head, Head::Multiclass { .. });
+                let mut scored = vec![false; if track { rows * columns } else { 0 }];
                 self.walk(input, rows, width, |row, leaf| {
                     let (start, len) = spans[leaf];
                     for &(id, w) in &weights[start as usize..(start + len) as usize] {
                         sums[row * columns + id as usize] += w;
-                        scored[row * columns + id as usize] = true;
+                        if track {
+                            scored[row * columns + id as usize] = true;
+                        }
                     }
                 });
                 self.finish_many(sums, &scored, columns)
