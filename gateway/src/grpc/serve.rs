@@ -16,15 +16,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::{BoxFuture, Either};
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -189,6 +190,14 @@ where
             return;
         }
         self.local.fetch_add(1, Ordering::Relaxed);
+        // In a task of its own a panicking call would end only itself;
+        // here it would end the connection's task and every call in it. So
+        // it ends alone: dropping its stream resets that one stream.
+        let call = AssertUnwindSafe(call).catch_unwind().map(|outcome| {
+            if outcome.is_err() {
+                tracing::error!("a gRPC call panicked; its stream is reset");
+            }
+        });
         self.arrived
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -220,6 +229,7 @@ impl ConnectionCalls {
                 while let Poll::Ready(Some(())) = calls.poll_next_unpin(cx) {
                     finished += 1;
                 }
+                self.local.fetch_sub(finished, Ordering::Relaxed);
                 if calls.is_empty()
                     && let Some(out) = ended.take()
                 {
@@ -230,12 +240,52 @@ impl ConnectionCalls {
                 }
                 // A finished call queued its answer: the connection writes
                 // it on the next pass.
-                self.local.fetch_sub(finished, Ordering::Relaxed);
             }
             // Still busy: let the other tasks run, then come back.
             cx.waker().wake_by_ref();
             Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Executor;
+
+    #[tokio::test]
+    async fn a_call_that_panics_ends_alone_and_the_connections_other_calls_finish() {
+        let calls = ConnectionCalls::default();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+        for i in 0..4 {
+            let done = done_tx.clone();
+            let mut go = go_rx.clone();
+            calls.execute(async move {
+                let _ = go.wait_for(|g| *g).await;
+                assert!(i != 2, "call {i} fails");
+                let _ = done.send(i);
+            });
+        }
+        drop(done_tx);
+        // The connection ends once it has let the calls go; `run_with`
+        // returns when the calls are done too.
+        let connection = async move {
+            tokio::task::yield_now().await;
+            let _ = go_tx.send(true);
+            "ended"
+        };
+        let out = tokio::time::timeout(Duration::from_secs(5), calls.clone().run_with(connection))
+            .await
+            .expect("run_with finished");
+        assert_eq!(out, "ended");
+        let mut finished = Vec::new();
+        while let Some(i) = done_rx.recv().await {
+            finished.push(i);
+        }
+        finished.sort_unstable();
+        assert_eq!(finished, vec![0, 1, 3]);
+        assert_eq!(calls.local.load(Ordering::Relaxed), 0);
     }
 }
