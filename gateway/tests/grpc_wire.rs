@@ -254,16 +254,21 @@ async fn model_infer_framing_limits_and_deadline_on_the_wire() {
     gw.shutdown().await;
 }
 
-/// The labels of a successful answer.
-fn labels_of(a: &Answer) -> Vec<i64> {
+/// The raw bytes of output `name` in a successful answer.
+fn raw_output(a: &Answer, name: &str) -> Vec<u8> {
     assert_eq!(a.code(), 0, "{}", a.message_text());
-    let answer = ModelInferResponse::decode(&a.message[5..]).unwrap();
-    let label = answer
+    let mut answer = ModelInferResponse::decode(&a.message[5..]).unwrap();
+    let at = answer
         .outputs
         .iter()
-        .position(|o| o.name == "label")
-        .unwrap();
-    answer.raw_output_contents[label]
+        .position(|o| o.name == name)
+        .unwrap_or_else(|| panic!("no output {name}"));
+    answer.raw_output_contents.swap_remove(at)
+}
+
+/// The labels of a successful answer.
+fn labels_of(a: &Answer) -> Vec<i64> {
+    raw_output(a, "label")
         .chunks(8)
         .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
         .collect()
@@ -271,13 +276,7 @@ fn labels_of(a: &Answer) -> Vec<i64> {
 
 /// The probabilities of a successful answer.
 fn probabilities_of(a: &Answer) -> Vec<f32> {
-    let answer = ModelInferResponse::decode(&a.message[5..]).unwrap();
-    let p = answer
-        .outputs
-        .iter()
-        .position(|o| o.name == "probabilities")
-        .unwrap();
-    answer.raw_output_contents[p]
+    raw_output(a, "probabilities")
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
