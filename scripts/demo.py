@@ -423,7 +423,7 @@ def protocols(g, students=2):
 
     http = requests.post(f"{g['http']}/v2/models/{MODEL}/infer", timeout=10, json={
         "id": "demo-1",
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]})
+        "inputs": [{"name": dropout_traffic.sd.INPUT, "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]})
     expect(http.status_code == 200, f"OIP v2 over HTTP answered {http.status_code}: {shorten(http.text)}")
     body = http.json()
     out = {o["name"]: o for o in body["outputs"]}
@@ -432,7 +432,7 @@ def protocols(g, students=2):
 
     client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{g['ports']['gRPC']}")
     try:
-        tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+        tensor = grpcclient.InferInput(dropout_traffic.sd.INPUT, list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
         result = client.infer(MODEL, [tensor], request_id="demo-2", client_timeout=10)
     except Exception as e:  # tritonclient raises its own InferenceServerException
